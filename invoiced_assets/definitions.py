@@ -1,0 +1,29 @@
+"""Assembles the Dagster definitions from the settings: nothing else happens here."""
+
+import dagster as dg
+
+from invoiced_assets.assets import IO_MANAGER_KEY, build_invoiced_assets
+from invoiced_assets.destinations import build_io_manager
+from invoiced_assets.invoiced_api import InvoicedResource
+from invoiced_assets.schedules import build_sync_job, build_sync_schedule
+from invoiced_assets.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    sync_job = build_sync_job()
+    return dg.Definitions(
+        assets=[build_invoiced_assets(destination=settings.destination)],
+        jobs=[sync_job],
+        schedules=[build_sync_schedule(sync_job, settings.sync_frequency_hours)],
+        resources={
+            "invoiced": InvoicedResource(
+                api_key=dg.EnvVar("INVOICED_API_KEY"),
+                environment=settings.environment,
+                base_url=settings.base_url,
+            ),
+            IO_MANAGER_KEY: build_io_manager(settings),
+        },
+    )
+
+
+defs = build_definitions(load_settings())

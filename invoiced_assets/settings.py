@@ -1,0 +1,114 @@
+"""Deployment settings read from environment variables, validated in one place.
+
+Everything a user configures without touching code is read here, when the definitions load, so
+a wrong value stops `dagster dev` / `dagster job execute` at once with a message naming the
+variable and what it accepts, instead of failing some run later. The API key is not read here:
+it stays a `dg.EnvVar`, resolved only inside runs, so it never sits in a definition.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from invoiced_assets.api_errors import InvoicedConfigurationError
+from invoiced_assets.invoiced_api import ENVIRONMENT_URLS, validate_base_url
+
+SCHEMA = "invoiced"  # the DuckDB schema (and default Snowflake schema) holding every table
+DEFAULT_DUCKDB_PATH = Path("data") / "warehouse.duckdb"
+DESTINATIONS = ("duckdb", "snowflake")
+SNOWFLAKE_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE")
+SNOWFLAKE_CREDENTIALS = (
+    "SNOWFLAKE_PASSWORD",
+    "SNOWFLAKE_PRIVATE_KEY",
+    "SNOWFLAKE_PRIVATE_KEY_PATH",
+)
+
+
+class SettingsError(InvoicedConfigurationError):
+    """An environment variable has a value this project cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: Literal["production", "sandbox"]
+    base_url: str | None
+    destination: Literal["duckdb", "snowflake"]
+    duckdb_path: Path
+    sync_frequency_hours: int
+
+
+def parse_sync_frequency(raw: str | None) -> int:
+    """INVOICED_SYNC_FREQUENCY_HOURS: a whole number of hours from 1 to 24 (default 1)."""
+    if raw is None:
+        return 1
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= 24:
+        raise SettingsError(
+            f"INVOICED_SYNC_FREQUENCY_HOURS must be a whole number of hours from 1 to 24, got"
+            f" {raw!r}. Unset it for the default (every hour)."
+        )
+    return int(text)
+
+
+def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
+    value = (raw or "production").strip().lower()
+    if value not in ENVIRONMENT_URLS:
+        raise SettingsError(f"INVOICED_ENVIRONMENT must be 'production' or 'sandbox', got {raw!r}.")
+    return value  # type: ignore[return-value]
+
+
+def parse_duckdb_path(raw: str | None, schema: str = SCHEMA) -> Path:
+    """INVOICED_DUCKDB_PATH, refusing a file whose name would shadow the schema.
+
+    DuckDB names a database after its file: `invoiced.duckdb` holding schema `invoiced` makes
+    `select * from invoiced.invoices` fail as ambiguous between catalog and schema.
+    """
+    path = Path(raw.strip()) if raw and raw.strip() else DEFAULT_DUCKDB_PATH
+    if path.stem.lower() == schema.lower():
+        raise SettingsError(
+            f"INVOICED_DUCKDB_PATH names the file {path.name!r}: DuckDB would call the database"
+            f" {path.stem!r}, the same as the schema {schema!r}, and `{schema}.invoices` would be"
+            f" ambiguous. Choose another file name, e.g. {path.with_stem('warehouse')}."
+        )
+    if path.exists() and path.is_dir():
+        raise SettingsError(f"INVOICED_DUCKDB_PATH is a directory ({path}); give a file path.")
+    return path
+
+
+def parse_destination(raw: str | None, env: Mapping[str, str]) -> Literal["duckdb", "snowflake"]:
+    value = (raw or "duckdb").strip().lower()
+    if value not in DESTINATIONS:
+        raise SettingsError(
+            f"INVOICED_DESTINATION must be one of {', '.join(DESTINATIONS)}, got {raw!r}."
+        )
+    if value == "snowflake":
+        missing = [name for name in SNOWFLAKE_REQUIRED if not env.get(name)]
+        if not any(env.get(name) for name in SNOWFLAKE_CREDENTIALS):
+            missing.append(" or ".join(SNOWFLAKE_CREDENTIALS))
+        if missing:
+            raise SettingsError(
+                "INVOICED_DESTINATION=snowflake needs these environment variables, which are"
+                f" not set: {', '.join(missing)}."
+            )
+    return value  # type: ignore[return-value]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise `SettingsError` naming the variable at fault."""
+    env = os.environ if env is None else env
+    base_url = env.get("INVOICED_BASE_URL", "").strip() or None
+    if base_url:
+        try:
+            base_url = validate_base_url(base_url)
+        except InvoicedConfigurationError as exc:
+            raise SettingsError(str(exc)) from None
+    return Settings(
+        environment=parse_environment(env.get("INVOICED_ENVIRONMENT")),
+        base_url=base_url,
+        destination=parse_destination(env.get("INVOICED_DESTINATION"), env),
+        duckdb_path=parse_duckdb_path(env.get("INVOICED_DUCKDB_PATH")),
+        sync_frequency_hours=parse_sync_frequency(env.get("INVOICED_SYNC_FREQUENCY_HOURS")),
+    )

@@ -1,0 +1,243 @@
+"""Turn Invoiced records into typed tables: pure functions, no Dagster, no database.
+
+A `TableBuilder` takes pages of records as they arrive and keeps them column by column (nested
+objects already as JSON text), so a listing never has to be held as raw dicts. `finish()` gives a
+`ShapedTable`: the column types and a DataFrame of *wire values* that a destination casts exactly:
+
+| logical type | wire value in the frame                | warehouse type (DuckDB)  |
+|--------------|----------------------------------------|--------------------------|
+| integer      | pandas Int64 (nullable)                | BIGINT                   |
+| boolean      | pandas boolean (nullable)              | BOOLEAN                  |
+| timestamp    | Int64 UNIX seconds                     | TIMESTAMP (UTC)          |
+| decimal      | the number's exact decimal text        | DECIMAL(38, 10)          |
+| string       | str                                    | VARCHAR                  |
+| json         | JSON text, as the API sent it          | JSON                     |
+
+Money is never a binary float in the warehouse: JSON numbers are parsed by Python as int or
+float, and `repr(float)` is the shortest text that reads back as the same float, which for any
+amount of up to 15 significant digits is exactly the text the API sent.
+
+Values that do not fit a field's catalogue type widen the column for that load instead of failing
+it (integer → decimal → string, boolean/timestamp → string, anything nested → json); unknown
+fields get a type inferred from their values.
+"""
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from invoiced_assets.catalogue import ChildTable, FieldSpec, FieldType, InvoicedObject
+
+POSITION_COLUMN = "position"
+
+
+class JsonText(str):
+    """A nested value already serialized to JSON text (so it is never serialized twice)."""
+
+    __slots__ = ()
+
+
+def to_json_text(value: Any) -> JsonText:
+    return JsonText(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: FieldType
+
+
+@dataclass
+class ShapedTable:
+    """One warehouse table's content, ready for a destination to write."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: list[Column]
+    frame: pd.DataFrame
+    # Columns whose values did not fit the catalogue's type in this load: name -> (from, to).
+    widened: dict[str, tuple[FieldType, FieldType]] = field(default_factory=dict)
+    # Columns the catalogue does not know, seen in this load.
+    unknown_columns: list[str] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.frame)
+
+    def column_types(self) -> dict[str, FieldType]:
+        return {c.name: c.type for c in self.columns}
+
+
+# Python value kinds seen in a column, used to decide its final type.
+_BOOL, _INT, _FLOAT, _STR, _NESTED = "bool", "int", "float", "str", "nested"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, JsonText):
+        return _NESTED
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, int):
+        return _INT
+    if isinstance(value, float):
+        return _FLOAT
+    return _STR
+
+
+def resolve_type(declared: FieldType | None, kinds: set[str]) -> FieldType:
+    """The narrowest type that holds every value seen, starting from the catalogue's type."""
+    if _NESTED in kinds or declared is FieldType.JSON:
+        return FieldType.JSON
+    if not kinds:
+        return declared or FieldType.STRING
+    if declared is FieldType.STRING or _STR in kinds:
+        return FieldType.STRING
+    if kinds == {_BOOL}:
+        return FieldType.BOOLEAN if declared in (None, FieldType.BOOLEAN) else FieldType.STRING
+    if _BOOL in kinds:
+        return FieldType.STRING
+    if kinds == {_INT} and declared in (None, FieldType.INTEGER, FieldType.TIMESTAMP):
+        return declared or FieldType.INTEGER
+    if declared is FieldType.TIMESTAMP:
+        return FieldType.STRING  # fractional epochs: keep the text rather than guess
+    return FieldType.DECIMAL  # integers and floats, or integers in a decimal field
+
+
+def _wire_values(values: list[Any], column_type: FieldType) -> Any:
+    """Convert a column's Python values to the frame's wire representation."""
+    if column_type in (FieldType.INTEGER, FieldType.TIMESTAMP):
+        return pd.array(values, dtype="Int64")
+    if column_type is FieldType.BOOLEAN:
+        return pd.array(values, dtype="boolean")
+    if column_type is FieldType.DECIMAL:
+        return [None if v is None else repr(v) for v in values]
+    if column_type is FieldType.JSON:
+        return [v if v is None or isinstance(v, JsonText) else to_json_text(v) for v in values]
+    return [
+        v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values
+    ]
+
+
+class TableBuilder:
+    """Accumulates one table column by column from pages of records."""
+
+    def __init__(
+        self,
+        name: str,
+        fields: Sequence[FieldSpec],
+        *,
+        key: tuple[str, ...],
+        leading: Sequence[FieldSpec] = (),
+        excluded: Iterable[str] = (),
+    ) -> None:
+        self.name = name
+        self.key = key
+        self._declared: dict[str, FieldType] = {f.name: f.type for f in (*leading, *fields)}
+        self._leading = [f.name for f in leading]
+        self._excluded = frozenset(excluded)
+        self._columns: dict[str, list[Any]] = {name: [] for name in self._declared}
+        self._kinds: dict[str, set[str]] = {name: set() for name in self._declared}
+        self._rows = 0
+
+    def add_rows(self, rows: Sequence[Mapping[str, Any]], leading: Sequence[tuple] = ()) -> None:
+        """Append records; `leading[i]` holds the leading columns' values of row i."""
+        if not rows:
+            return
+        seen = set().union(*(row.keys() for row in rows)) - self._excluded
+        for name in seen.difference(self._columns):
+            self._columns[name] = [None] * self._rows
+            self._kinds[name] = set()
+        for position, name in enumerate(self._leading):
+            self._extend(name, [values[position] for values in leading])
+        leading_names = set(self._leading)
+        for name, column in self._columns.items():
+            if name not in leading_names:
+                self._extend(name, [row.get(name) for row in rows], column)
+        self._rows += len(rows)
+
+    def _extend(self, name: str, values: list[Any], column: list[Any] | None = None) -> None:
+        values = [
+            to_json_text(v) if isinstance(v, dict | list) and not isinstance(v, JsonText) else v
+            for v in values
+        ]
+        self._kinds[name].update(_kind(v) for v in values if v is not None)
+        (self._columns[name] if column is None else column).extend(values)
+
+    def finish(self) -> ShapedTable:
+        columns: list[Column] = []
+        data: dict[str, Any] = {}
+        widened: dict[str, tuple[FieldType, FieldType]] = {}
+        for name, values in self._columns.items():
+            declared = self._declared.get(name)
+            column_type = resolve_type(declared, self._kinds[name])
+            if declared is not None and column_type is not declared:
+                widened[name] = (declared, column_type)
+            columns.append(Column(name, column_type))
+            data[name] = _wire_values(values, column_type)
+        frame = pd.DataFrame(data, index=pd.RangeIndex(self._rows))
+        unknown = [name for name in self._columns if name not in self._declared]
+        return ShapedTable(self.name, self.key, columns, frame, widened, unknown)
+
+
+class ObjectShaper:
+    """Shapes one object's pages into its table and its child tables in a single pass."""
+
+    def __init__(self, obj: InvoicedObject, tables: Iterable[str] | None = None) -> None:
+        wanted = None if tables is None else set(tables)
+        self.obj = obj
+        self._parent: TableBuilder | None = None
+        if wanted is None or obj.name in wanted:
+            self._parent = TableBuilder(
+                obj.name,
+                obj.fields,
+                key=(obj.primary_key,),
+                excluded=[child.source_field for child in obj.children],
+            )
+        self._children: list[tuple[ChildTable, TableBuilder]] = [
+            (child, child_builder(obj, child))
+            for child in obj.children
+            if wanted is None or child.name in wanted
+        ]
+
+    def add_page(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if self._parent is not None:
+            self._parent.add_rows(records)
+        for child, builder in self._children:
+            rows: list[Mapping[str, Any]] = []
+            leading: list[tuple[Any, int]] = []
+            for record in records:
+                for position, element in enumerate(record.get(child.source_field) or ()):
+                    rows.append(element if isinstance(element, Mapping) else {"value": element})
+                    leading.append((record.get(self.obj.primary_key), position))
+            builder.add_rows(rows, leading)
+
+    def finish(self) -> dict[str, ShapedTable]:
+        builders = ([self._parent] if self._parent else []) + [b for _, b in self._children]
+        return {builder.name: builder.finish() for builder in builders}
+
+
+def child_builder(obj: InvoicedObject, child: ChildTable) -> TableBuilder:
+    parent_key_type = next(
+        (f.type for f in obj.fields if f.name == obj.primary_key), FieldType.INTEGER
+    )
+    return TableBuilder(
+        child.name,
+        child.fields,
+        key=child.key,
+        leading=(
+            FieldSpec(child.parent_key_column, parent_key_type),
+            FieldSpec(POSITION_COLUMN, FieldType.INTEGER),
+        ),
+    )
+
+
+def shape_records(
+    obj: InvoicedObject, records: Sequence[Mapping[str, Any]]
+) -> dict[str, ShapedTable]:
+    """Shape a whole listing at once (convenient for tests and small listings)."""
+    shaper = ObjectShaper(obj)
+    shaper.add_page(records)
+    return shaper.finish()

@@ -1,0 +1,43 @@
+"""Shared fixtures: a local Invoiced emulator on 127.0.0.1 and clients with tiny waits."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from invoiced_assets.emulator import EmulatorServer, FaultConfig
+from invoiced_assets.invoiced_api import InvoicedClient, InvoicedResource
+
+API_KEY = "test-key-0123456789abcdef"
+
+
+def fast_resource(base_url: str, **overrides: object) -> InvoicedResource:
+    """A resource whose retries wait milliseconds, not seconds."""
+    settings: dict[str, object] = {
+        "api_key": API_KEY,
+        "base_url": base_url,
+        "max_retries": 8,
+        "backoff_initial_seconds": 0.001,
+        "backoff_max_seconds": 0.01,
+        "connect_timeout_seconds": 2,
+        "read_timeout_seconds": 5,
+    }
+    settings.update(overrides)
+    return InvoicedResource(**settings)  # type: ignore[arg-type]
+
+
+def fast_client(base_url: str, **overrides: object) -> InvoicedClient:
+    return fast_resource(base_url, **overrides).get_client()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    """A small account (scale 0.2) shared by tests that do not change its data or faults."""
+    with EmulatorServer(scale=0.2, seed=7, api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_emulator() -> Iterator[EmulatorServer]:
+    """A small account of the test's own, free to mutate and to inject faults into."""
+    with EmulatorServer(scale=0.2, seed=11, api_key=API_KEY, faults=FaultConfig()) as server:
+        yield server

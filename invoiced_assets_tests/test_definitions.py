@@ -1,0 +1,90 @@
+"""The definitions load as users load them: assets, job, schedule, resources, clear errors.
+
+This is the test that keeps the suite from rotting: it builds the real `defs`.
+"""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import dagster as dg
+import pytest
+
+from invoiced_assets.assets import IO_MANAGER_KEY, table_assets
+from invoiced_assets.catalogue import CATALOGUE
+from invoiced_assets.definitions import build_definitions
+from invoiced_assets.settings import load_settings
+
+EXPECTED_TABLES = {
+    "customers", "invoices", "payments", "subscriptions", "credit_notes", "estimates",
+    "credit_balance_adjustments", "invoice_line_items", "invoice_discounts", "invoice_taxes",
+    "credit_note_line_items", "credit_note_discounts", "credit_note_taxes",
+    "estimate_line_items", "estimate_discounts", "estimate_taxes", "payment_applications",
+    "subscription_addons",
+}  # fmt: skip
+
+
+def test_module_defs_load() -> None:
+    import invoiced_assets
+
+    dg.Definitions.validate_loadable(invoiced_assets.defs)
+    assert "defs" in dir(invoiced_assets)
+
+
+def test_assets_job_and_schedule() -> None:
+    defs = build_definitions(load_settings({"INVOICED_SYNC_FREQUENCY_HOURS": "6"}))
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    assert {key.path[-1] for key in specs} == EXPECTED_TABLES
+    for key, spec in specs.items():
+        assert key.path[0] == "invoiced" and len(key.path) == 2
+        assert spec.group_name == "invoiced"
+        assert {"invoiced", "duckdb"} <= set(spec.kinds)
+        assert spec.description and spec.metadata["primary_key"]
+    assert specs[dg.AssetKey(["invoiced", "invoices"])].metadata["primary_key"] == "id"
+    job = defs.resolve_job_def("invoiced_sync")
+    assert set(job.asset_layer.selected_asset_keys) == set(specs)
+    schedule = defs.resolve_schedule_def("invoiced_sync_schedule")
+    assert schedule.cron_schedule == "0 */6 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "invoiced_sync"
+    assert IO_MANAGER_KEY in defs.resources and "invoiced" in defs.resources
+
+
+def test_catalogue_drives_the_assets() -> None:
+    names = [t.table for t in table_assets(CATALOGUE)]
+    assert len(names) == len(set(names)) == len(EXPECTED_TABLES)
+    assert [t.table for t in table_assets(CATALOGUE[:1])] == ["customers"]
+
+
+def test_no_deprecation_warnings_from_our_code() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_definitions(load_settings({}))
+    ours = [w for w in caught if "invoiced_assets" in (w.filename or "")]
+    assert not ours, [str(w.message) for w in ours]
+
+
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("INVOICED_SYNC_FREQUENCY_HOURS", "25", "INVOICED_SYNC_FREQUENCY_HOURS must be a whole"),
+        ("INVOICED_SYNC_FREQUENCY_HOURS", "two", "from 1 to 24"),
+        ("INVOICED_DUCKDB_PATH", "data/invoiced.duckdb", "ambiguous"),
+        ("INVOICED_DESTINATION", "snowflake", "SNOWFLAKE_ACCOUNT"),
+    ],
+)
+def test_bad_settings_fail_loading_the_definitions(
+    variable: str, value: str, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOICED_", "SNOWFLAKE_"))}
+    env[variable] = value
+    done = subprocess.run(
+        [sys.executable, "-c", "import invoiced_assets; invoiced_assets.defs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert expected in done.stderr

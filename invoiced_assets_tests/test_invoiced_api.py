@@ -1,0 +1,244 @@
+"""The Invoiced resource walks listings exactly, survives transient faults and fails clearly.
+
+Proves: every record once at page sizes 1, 7 and 100 (and past offset 10,000); the listing quirks
+(all subscriptions, payments' applications); exact results under 10 % injected faults and 429s;
+401/404/400 fail at once with the API's message; retries stop at their bound with a clear error;
+the key never shows in logs, errors or reprs; settings are validated.
+"""
+
+import logging
+import threading
+import time
+
+import pytest
+
+from invoiced_assets.api_errors import (
+    InvoicedAPIError,
+    InvoicedAuthenticationError,
+    InvoicedConnectionError,
+    InvoicedInvalidRequestError,
+    InvoicedNotFoundError,
+    InvoicedRateLimitError,
+)
+from invoiced_assets.catalogue import CATALOGUE
+from invoiced_assets.emulator import EmulatorServer, FaultConfig
+from invoiced_assets.invoiced_api import InvoicedResource
+
+from .conftest import API_KEY, fast_client, fast_resource
+
+
+def ids_of(listing) -> list:
+    return [record["id"] for record in listing.records()]
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 100])
+def test_walks_every_record_once(emulator: EmulatorServer, page_size: int) -> None:
+    client = fast_client(emulator.url, page_size=page_size)
+    objects = ["customers", "credit_balance_adjustments"] if page_size == 1 else None
+    for obj in CATALOGUE:
+        if objects and obj.name not in objects:
+            continue
+        listing = client.object_listing(obj.name)
+        ids = ids_of(listing)
+        truth = [r["id"] for r in emulator.records(obj.name)]
+        assert sorted(ids) == sorted(truth), obj.name
+        assert len(ids) == len(set(ids)) == emulator.truth()[obj.name]
+        stats = listing.stats
+        assert stats.records == len(ids) and stats.total_count == len(ids)
+        assert stats.pages == max(1, -(-len(ids) // page_size)) and stats.retries == 0
+
+
+def test_listing_longer_than_ten_thousand_records() -> None:
+    with EmulatorServer(scale=2.2, seed=3, api_key=API_KEY) as server:
+        client = fast_client(server.url)
+        listing = client.object_listing("invoices")
+        ids = ids_of(listing)
+        assert len(ids) == len(set(ids)) == server.truth()["invoices"] > 10_000
+        assert listing.stats.pages == -(-len(ids) // 100)
+
+
+def test_quirks_subscriptions_and_payment_applications(emulator: EmulatorServer) -> None:
+    client = fast_client(emulator.url)
+    subscriptions = list(client.object_listing("subscriptions").records())
+    statuses = {s["status"] for s in subscriptions}
+    assert {"canceled", "finished"} <= statuses  # hidden unless all=1
+    assert len(subscriptions) == emulator.truth()["subscriptions"]
+    payments = list(client.object_listing("payments").records())
+    assert all("applied_to" in p for p in payments)
+    assert sum(len(p["applied_to"]) for p in payments) > 0
+
+
+def test_passes_filters_through(emulator: EmulatorServer) -> None:
+    client = fast_client(emulator.url)
+    invoices = emulator.records("invoices")
+    dates = sorted(i["date"] for i in invoices)
+    start, end = dates[len(dates) // 4], dates[len(dates) // 2]
+    window = list(client.object_listing("invoices", start_date=start, end_date=end).records())
+    assert {i["id"] for i in window} == {i["id"] for i in invoices if start <= i["date"] <= end}
+    cutoff = sorted(i["updated_at"] for i in invoices)[len(invoices) // 2]
+    newer = list(client.object_listing("invoices", updated_after=cutoff).records())
+    assert {i["id"] for i in newer} == {i["id"] for i in invoices if i["updated_at"] > cutoff}
+    customer = invoices[0]["customer"]
+    theirs = list(client.object_listing("invoices", filters={"customer": customer}).records())
+    assert {i["id"] for i in theirs} == {i["id"] for i in invoices if i["customer"] == customer}
+    by_date = list(client.object_listing("invoices", sort="date asc").records())
+    assert [i["date"] for i in by_date] == sorted(i["date"] for i in by_date)
+    assert client.get_record("invoices", invoices[0]["id"]) == invoices[0]
+
+
+def test_exact_under_faults_and_rate_limits(fresh_emulator: EmulatorServer) -> None:
+    fresh_emulator.set_faults(
+        FaultConfig(fault_rate=0.10, retry_after_seconds=0, fault_seed=5, max_in_flight=3)
+    )
+    client = fast_client(fresh_emulator.url, page_size=25, max_in_flight=6)
+    results: dict[str, list] = {}
+    listings = {obj.name: client.object_listing(obj.name) for obj in CATALOGUE}
+
+    def walk(name: str) -> None:
+        results[name] = ids_of(listings[name])
+
+    threads = [threading.Thread(target=walk, args=(name,)) for name in listings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, ids in results.items():
+        truth = sorted(r["id"] for r in fresh_emulator.records(name))
+        assert sorted(ids) == truth, name
+    assert sum(listing.stats.retries for listing in listings.values()) > 0
+    assert sum(listing.stats.rate_limited for listing in listings.values()) > 0
+    assert fresh_emulator.stats()["faults_injected"] > 0
+
+
+@pytest.mark.parametrize(
+    "kind", ["500_json", "502_html", "503_html", "drop", "429_no_retry_after", "truncated_json"]
+)
+def test_each_fault_kind_is_retried(fresh_emulator: EmulatorServer, kind: str) -> None:
+    fresh_emulator.set_faults(
+        FaultConfig(fault_rate=0.5, fault_kinds=(kind,), retry_after_seconds=0, fault_seed=1)
+    )
+    client = fast_client(fresh_emulator.url, page_size=20, max_retries=12)
+    listing = client.object_listing("customers")
+    assert sorted(ids_of(listing)) == sorted(r["id"] for r in fresh_emulator.records("customers"))
+    assert listing.stats.retries > 0
+
+
+def test_retry_after_is_honoured(fresh_emulator: EmulatorServer) -> None:
+    fresh_emulator.set_faults(
+        FaultConfig(fault_rate=1.0, fault_kinds=("429_retry_after",), retry_after_seconds=0.2)
+    )
+    client = fast_client(fresh_emulator.url, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(InvoicedRateLimitError, match=r"/customers.*2 attempts"):
+        client.get("/customers")
+    assert time.monotonic() - started >= 0.2  # one honoured Retry-After of 0.2 s
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [
+        ("500_json", InvoicedAPIError),
+        ("502_html", InvoicedAPIError),
+        ("truncated_json", InvoicedAPIError),
+        ("drop", InvoicedConnectionError),
+        ("429_no_retry_after", InvoicedRateLimitError),
+    ],
+)
+def test_retries_stop_at_the_bound(fresh_emulator: EmulatorServer, kind: str, error: type) -> None:
+    fresh_emulator.set_faults(FaultConfig(fault_rate=1.0, fault_kinds=(kind,)))
+    fresh_emulator.reset_stats()
+    client = fast_client(fresh_emulator.url, max_retries=3)
+    with pytest.raises(error) as raised:
+        list(client.object_listing("customers").records())
+    message = str(raised.value)
+    assert "/customers" in message and "4 attempts" in message
+    assert API_KEY not in message
+    assert fresh_emulator.stats()["requests"] == 4
+
+
+def test_wrong_key_fails_at_once_and_says_what_to_do(emulator: EmulatorServer) -> None:
+    client = fast_client(emulator.url, api_key="wrong-key-abcdef")
+    before = emulator.stats()["requests"]
+    with pytest.raises(InvoicedAuthenticationError) as raised:
+        list(client.object_listing("invoices").records())
+    message = str(raised.value)
+    assert "HTTP 401" in message and "Settings → Developers → API Keys" in message
+    assert "wrong-key-abcdef" not in message
+    assert emulator.stats()["requests"] - before == 1  # not retried
+
+
+def test_not_found_and_bad_request_fail_at_once(emulator: EmulatorServer) -> None:
+    client = fast_client(emulator.url)
+    with pytest.raises(InvoicedNotFoundError, match="HTTP 404"):
+        client.get_record("invoices", 999_999_999)
+    with pytest.raises(InvoicedInvalidRequestError, match="bogus") as raised:
+        list(client.listing("/customers", {"bogus": "1"}).records())
+    assert raised.value.status == 400 and raised.value.api_message
+
+
+def test_unreachable_host_is_a_connection_error() -> None:
+    client = fast_client("http://127.0.0.1:9", max_retries=1)
+    with pytest.raises(InvoicedConnectionError, match=r"GET /customers failed after 2 attempts"):
+        client.check_connection()
+
+
+def test_check_connection(emulator: EmulatorServer) -> None:
+    check = fast_resource(emulator.url).check_connection()
+    assert check.customers == emulator.truth()["customers"]
+    assert "the API key works" in str(check)
+    with pytest.raises(InvoicedAuthenticationError):
+        fast_resource(emulator.url, api_key="nope-nope").check_connection()
+
+
+def test_key_never_in_logs_errors_or_reprs(
+    fresh_emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fresh_emulator.set_faults(FaultConfig(fault_rate=0.3, retry_after_seconds=0, fault_seed=2))
+    resource = fast_resource(fresh_emulator.url)
+    client = resource.get_client()
+    list(client.object_listing("customers").records())
+    fresh_emulator.set_faults(FaultConfig(fault_rate=1.0, fault_kinds=("500_json",)))
+    with pytest.raises(InvoicedAPIError) as raised:
+        client.get("/invoices")
+    texts = [caplog.text, str(raised.value), repr(raised.value), repr(resource), str(resource)]
+    texts += [repr(client), repr(client.settings)]
+    assert caplog.text  # retries were logged
+    for text in texts:
+        assert API_KEY not in text
+
+
+def test_pagination_never_leaves_the_api_host(emulator: EmulatorServer) -> None:
+    client = fast_client(emulator.url)
+    with pytest.raises(InvoicedAPIError, match="another host"):
+        client.get("https://evil.example.com/customers")
+
+
+def test_resource_settings_are_validated() -> None:
+    with pytest.raises(Exception, match="https"):
+        InvoicedResource(api_key="k", base_url="http://api.example.com")
+    with pytest.raises(Exception, match="less than or equal to 100"):
+        InvoicedResource(api_key="k", page_size=101)
+    with pytest.raises(Exception, match="less than or equal to 20"):
+        InvoicedResource(api_key="k", max_in_flight=21)
+    resource = InvoicedResource(api_key="k", environment="sandbox")
+    assert resource.settings().base_url == "https://api.sandbox.invoiced.com"
+    with pytest.raises(Exception, match="INVOICED_API_KEY"):
+        InvoicedResource(api_key=" ").settings()
+
+
+def test_in_flight_cap_is_respected(fresh_emulator: EmulatorServer) -> None:
+    fresh_emulator.set_faults(FaultConfig(latency_ms=20, max_in_flight=3))
+    fresh_emulator.reset_stats()
+    client = fast_client(fresh_emulator.url, page_size=10, max_in_flight=3)
+    threads = [
+        threading.Thread(target=lambda n=obj.name: list(client.object_listing(n).records()))
+        for obj in CATALOGUE
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = fresh_emulator.stats()
+    assert stats["max_in_flight_seen"] <= 3
+    assert stats["by_status"].get("429", 0) == 0

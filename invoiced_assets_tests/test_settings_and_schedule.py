@@ -1,0 +1,82 @@
+"""Settings from environment variables fail loudly and clearly; the schedule follows them."""
+
+from pathlib import Path
+
+import pytest
+
+from invoiced_assets.schedules import cron_for_frequency
+from invoiced_assets.settings import (
+    DEFAULT_DUCKDB_PATH,
+    SettingsError,
+    load_settings,
+    parse_duckdb_path,
+    parse_sync_frequency,
+)
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.environment == "production"
+    assert settings.base_url is None
+    assert settings.destination == "duckdb"
+    assert settings.duckdb_path == DEFAULT_DUCKDB_PATH
+    assert settings.sync_frequency_hours == 1
+
+
+@pytest.mark.parametrize("raw, hours", [("1", 1), ("6", 6), (" 24 ", 24), ("07", 7)])
+def test_frequency_accepts_whole_hours(raw: str, hours: int) -> None:
+    assert parse_sync_frequency(raw) == hours
+
+
+@pytest.mark.parametrize("raw", ["0", "25", "1.5", "two", "", "-1", "1e1"])
+def test_frequency_rejects_anything_else(raw: str) -> None:
+    with pytest.raises(SettingsError, match=r"INVOICED_SYNC_FREQUENCY_HOURS.*1 to 24"):
+        load_settings({"INVOICED_SYNC_FREQUENCY_HOURS": raw})
+
+
+@pytest.mark.parametrize(
+    "hours, cron", [(1, "0 * * * *"), (2, "0 */2 * * *"), (5, "0 */5 * * *"), (24, "0 0 * * *")]
+)
+def test_cron_matches_frequency(hours: int, cron: str) -> None:
+    assert cron_for_frequency(hours) == cron
+
+
+@pytest.mark.parametrize("name", ["invoiced.duckdb", "INVOICED.db", "data/invoiced.duckdb"])
+def test_duckdb_file_named_like_the_schema_is_refused(name: str) -> None:
+    with pytest.raises(SettingsError, match="ambiguous"):
+        parse_duckdb_path(name)
+
+
+def test_duckdb_path_override() -> None:
+    assert parse_duckdb_path("/tmp/x/billing.duckdb") == Path("/tmp/x/billing.duckdb")
+
+
+def test_environment_and_destination_are_checked() -> None:
+    assert load_settings({"INVOICED_ENVIRONMENT": "Sandbox"}).environment == "sandbox"
+    with pytest.raises(SettingsError, match="INVOICED_ENVIRONMENT"):
+        load_settings({"INVOICED_ENVIRONMENT": "staging"})
+    with pytest.raises(SettingsError, match="INVOICED_DESTINATION"):
+        load_settings({"INVOICED_DESTINATION": "bigquery"})
+
+
+def test_snowflake_names_every_missing_variable() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"INVOICED_DESTINATION": "snowflake", "SNOWFLAKE_USER": "me"})
+    message = str(raised.value)
+    assert "SNOWFLAKE_ACCOUNT" in message and "SNOWFLAKE_DATABASE" in message
+    assert "SNOWFLAKE_PASSWORD" in message and "SNOWFLAKE_USER" not in message.split(":")[-1]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.com", "ftp://127.0.0.1", "api.invoiced.com", "https://k@x.com"]
+)
+def test_base_url_must_be_https_unless_loopback(url: str) -> None:
+    with pytest.raises(SettingsError, match="INVOICED_BASE_URL"):
+        load_settings({"INVOICED_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8765/", "http://localhost:1", "http://[::1]:9", "https://p.example"]
+)
+def test_base_url_accepted(url: str) -> None:
+    assert load_settings({"INVOICED_BASE_URL": url}).base_url == url.rstrip("/")
