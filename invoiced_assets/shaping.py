@@ -40,8 +40,13 @@ class JsonText(str):
     __slots__ = ()
 
 
+# One encoder, built once: json.dumps with non-default options builds a new one per call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_NESTED_TYPES = (dict, list)
+
+
 def to_json_text(value: Any) -> JsonText:
-    return JsonText(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return JsonText(_encode_json(value))
 
 
 @dataclass(frozen=True)
@@ -73,18 +78,12 @@ class ShapedTable:
 
 # Python value kinds seen in a column, used to decide its final type.
 _BOOL, _INT, _FLOAT, _STR, _NESTED = "bool", "int", "float", "str", "nested"
+_KIND_OF_TYPE: dict[type, str] = {bool: _BOOL, int: _INT, float: _FLOAT, JsonText: _NESTED}
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, JsonText):
-        return _NESTED
-    if isinstance(value, bool):
-        return _BOOL
-    if isinstance(value, int):
-        return _INT
-    if isinstance(value, float):
-        return _FLOAT
-    return _STR
+def kinds_of(value_types: set[type]) -> set[str]:
+    """The kinds of a column's values, from the Python types seen (None ignored)."""
+    return {_KIND_OF_TYPE.get(t, _STR) for t in value_types if t is not type(None)}
 
 
 def resolve_type(declared: FieldType | None, kinds: set[str]) -> FieldType:
@@ -139,7 +138,7 @@ class TableBuilder:
         self._leading = [f.name for f in leading]
         self._excluded = frozenset(excluded)
         self._columns: dict[str, list[Any]] = {name: [] for name in self._declared}
-        self._kinds: dict[str, set[str]] = {name: set() for name in self._declared}
+        self._types: dict[str, set[type]] = {name: set() for name in self._declared}
         self._rows = 0
 
     def add_rows(self, rows: Sequence[Mapping[str, Any]], leading: Sequence[tuple] = ()) -> None:
@@ -149,7 +148,7 @@ class TableBuilder:
         seen = set().union(*(row.keys() for row in rows)) - self._excluded
         for name in seen.difference(self._columns):
             self._columns[name] = [None] * self._rows
-            self._kinds[name] = set()
+            self._types[name] = set()
         for position, name in enumerate(self._leading):
             self._extend(name, [values[position] for values in leading])
         leading_names = set(self._leading)
@@ -159,11 +158,12 @@ class TableBuilder:
         self._rows += len(rows)
 
     def _extend(self, name: str, values: list[Any], column: list[Any] | None = None) -> None:
-        values = [
-            to_json_text(v) if isinstance(v, dict | list) and not isinstance(v, JsonText) else v
-            for v in values
-        ]
-        self._kinds[name].update(_kind(v) for v in values if v is not None)
+        # Hot path (every value of every page): set comprehensions over types, not per-value calls.
+        value_types = {type(v) for v in values}
+        if dict in value_types or list in value_types:
+            values = [to_json_text(v) if type(v) in _NESTED_TYPES else v for v in values]
+            value_types = (value_types - {dict, list}) | {JsonText}
+        self._types[name] |= value_types
         (self._columns[name] if column is None else column).extend(values)
 
     def finish(self) -> ShapedTable:
@@ -172,7 +172,7 @@ class TableBuilder:
         widened: dict[str, tuple[FieldType, FieldType]] = {}
         for name, values in self._columns.items():
             declared = self._declared.get(name)
-            column_type = resolve_type(declared, self._kinds[name])
+            column_type = resolve_type(declared, kinds_of(self._types[name]))
             if declared is not None and column_type is not declared:
                 widened[name] = (declared, column_type)
             columns.append(Column(name, column_type))

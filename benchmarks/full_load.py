@@ -1,0 +1,125 @@
+"""Benchmark: a full load (job invoiced_sync) from the emulator into a fresh DuckDB file.
+
+Prints wall time, records/s, API pages and requests, peak memory (RSS of this process, which
+runs the job; the emulator runs in its own process), and the API lower bound: the longest single
+listing's pages times the added latency (pages of one listing must be fetched one after another).
+
+    python benchmarks/full_load.py --scale 5 --latency-ms 100
+    python benchmarks/full_load.py --scale 5 --latency-ms 0
+    python benchmarks/full_load.py --scale 1 --cli   # through `dagster job execute`, start-up included
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+API_KEY = "benchmark-key"
+
+
+def start_emulator(scale: float, latency_ms: float) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoiced_assets.emulator", "--port", "0", "--scale", str(scale),
+         "--latency-ms", str(latency_ms), "--api-key", API_KEY],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"http://\S+", line)
+    if not match:
+        process.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    return process, match.group(0)
+
+
+def emulator_json(url: str, path: str, method: str = "GET") -> dict:
+    request = urllib.request.Request(
+        url + path, method=method, data=b"" if method == "POST" else None
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_in_process() -> tuple[bool, int]:
+    from invoiced_assets.definitions import build_definitions
+    from invoiced_assets.settings import load_settings
+
+    job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+    result = job.execute_in_process(raise_on_error=False)
+    rows = sum(
+        m.metadata["dagster/row_count"].value
+        for m in result.asset_materializations_for_node("invoiced_tables")
+    )
+    return result.success, int(rows)
+
+
+def run_cli() -> tuple[bool, int]:
+    dagster = str(Path(sys.executable).parent / "dagster")
+    done = subprocess.run([dagster, "job", "execute", "-m", "invoiced_assets", "-j",
+                           "invoiced_sync"], capture_output=True, text=True, check=False)  # fmt: skip
+    return done.returncode == 0, -1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=5)
+    parser.add_argument("--latency-ms", type=float, default=100)
+    parser.add_argument("--cli", action="store_true", help="run through `dagster job execute`")
+    args = parser.parse_args()
+
+    emulator, url = start_emulator(args.scale, args.latency_ms)
+    workdir = tempfile.mkdtemp(prefix="invoiced-bench-")
+    os.environ.update(
+        INVOICED_API_KEY=API_KEY,
+        INVOICED_BASE_URL=url,
+        INVOICED_DUCKDB_PATH=str(Path(workdir) / "warehouse.duckdb"),
+        DAGSTER_HOME=workdir,
+    )
+    try:
+        truth = emulator_json(url, "/_emulator/truth")
+        counts = {k: v for k, v in truth.items() if k != "events"}
+        records = sum(counts.values())
+        longest = max(counts, key=lambda name: counts[name])
+        longest_pages = math.ceil(counts[longest] / 100)
+        bound = longest_pages * args.latency_ms / 1000
+        emulator_json(url, "/_emulator/reset-stats", "POST")
+
+        started = time.perf_counter()
+        ok, rows = run_cli() if args.cli else run_in_process()
+        wall = time.perf_counter() - started
+        stats = emulator_json(url, "/_emulator/stats")
+    finally:
+        emulator.terminate()
+        emulator.wait()
+
+    print(
+        f"scale {args.scale:g}, latency {args.latency_ms:g} ms, {'CLI' if args.cli else 'in process'}"
+    )
+    print(f"  success            {ok}")
+    print(f"  records (API)      {records:,} in 7 listings; rows written {rows:,}")
+    print(f"  wall time          {wall:.2f} s")
+    print(f"  records/s          {records / wall:,.0f}")
+    print(f"  API requests       {stats['requests']:,} (by status {stats['by_status']})")
+    print(f"  peak RSS           {peak_rss_mb():,.0f} MB (job process)")
+    if bound:
+        print(
+            f"  API lower bound    {bound:.2f} s ({longest}: {longest_pages} pages x {args.latency_ms:g} ms)"
+        )
+        print(f"  wall / bound       {wall / bound:.2f}x")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1537 @@
+"""Deterministic synthetic Invoiced account: generation, storage and mutations.
+
+Everything here is derived from one ``random.Random(seed)``: the same seed and scale give the same
+records, byte for byte. Records are shaped like the reference samples in
+``/work/shared/invoiced-api/samples`` and serialized the way the live service does it (PHP
+``json_encode``: compact, non-ASCII as ``\\uXXXX``, ``/`` escaped as ``\\/``).
+
+Each record is serialized once, to bytes, and re-serialized only when a mutation changes it, so
+that a page of records is a byte join and a scale-5 account fits in modest memory. Records are
+parsed back (``json.loads``) only for mutations and for filters on uncommon fields.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+LISTINGS: tuple[str, ...] = (
+    "customers",
+    "invoices",
+    "payments",
+    "subscriptions",
+    "credit_notes",
+    "estimates",
+    "credit_balance_adjustments",
+    "events",
+)
+"""Listings the emulator serves, in dependency order (events last: they wrap the others)."""
+
+RECORD_LISTINGS: tuple[str, ...] = LISTINGS[:-1]
+
+OBJECT_NAMES: dict[str, str] = {
+    "customers": "customer",
+    "invoices": "invoice",
+    "payments": "payment",
+    "subscriptions": "subscription",
+    "credit_notes": "credit_note",
+    "estimates": "estimate",
+    "credit_balance_adjustments": "credit_balance_adjustment",
+    "events": "event",
+}
+
+# The service names credit balance adjustments' events `transaction.*`.
+EVENT_OBJECTS: dict[str, str] = {
+    listing: ("transaction" if listing == "credit_balance_adjustments" else name)
+    for listing, name in OBJECT_NAMES.items()
+    if listing != "events"
+}
+
+HUMAN_NAMES: dict[str, str] = {
+    "customers": "Customer",
+    "invoices": "Invoice",
+    "payments": "Payment",
+    "subscriptions": "Subscription",
+    "credit_notes": "Credit Note",
+    "estimates": "Estimate",
+    "credit_balance_adjustments": "Credit Balance Adjustment",
+    "events": "Event",
+}
+
+BASE_COUNTS: dict[str, int] = {
+    "customers": 1000,
+    "subscriptions": 400,
+    "invoices": 5000,
+    "credit_notes": 500,
+    "estimates": 800,
+    "payments": 3000,
+    "credit_balance_adjustments": 300,
+}
+
+# Generation order: referenced objects before the objects that point at them.
+GENERATION_ORDER: tuple[str, ...] = (
+    "customers",
+    "subscriptions",
+    "invoices",
+    "credit_notes",
+    "estimates",
+    "payments",
+    "credit_balance_adjustments",
+)
+
+FIRST_IDS: dict[str, int] = {
+    "customers": 15001,
+    "subscriptions": 501,
+    "invoices": 46001,
+    "credit_notes": 2001,
+    "estimates": 3001,
+    "payments": 61,
+    "credit_balance_adjustments": 701,
+    "events": 11_200_001,
+}
+
+NUMBER_PREFIXES: dict[str, str] = {
+    "customers": "CUST",
+    "invoices": "INV",
+    "credit_notes": "CN",
+    "estimates": "EST",
+}
+
+# Top-level attributes per object, in the order the samples list them.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "customers": (
+        "id", "object", "name", "number", "email", "autopay", "payment_terms", "payment_source",
+        "taxes", "type", "attention_to", "address1", "address2", "city", "state", "postal_code",
+        "country", "language", "currency", "tax_id", "phone", "notes", "sign_up_page",
+        "sign_up_url", "statement_pdf_url", "updated_at", "created_at", "metadata",
+        "autopay_delay_days", "avalara_entity_use_code", "avalara_exemption_number", "chase",
+        "chasing_cadence", "next_chase_step", "credit_hold", "credit_limit", "owner",
+        "parent_customer", "taxable", "ach_gateway", "cc_gateway",
+    ),
+    "invoices": (
+        "id", "object", "customer", "ship_to", "name", "currency", "draft", "closed", "paid",
+        "status", "autopay", "attempt_count", "next_payment_attempt", "subscription", "number",
+        "date", "due_date", "payment_terms", "purchase_order", "items", "notes", "subtotal",
+        "discounts", "taxes", "total", "balance", "url", "payment_url", "pdf_url", "updated_at",
+        "created_at", "metadata", "payment_plan",
+    ),
+    "credit_notes": (
+        "id", "object", "customer", "name", "currency", "draft", "closed", "paid", "status",
+        "number", "date", "purchase_order", "items", "notes", "subtotal", "discounts", "taxes",
+        "total", "balance", "url", "pdf_url", "updated_at", "created_at", "metadata",
+    ),
+    "estimates": (
+        "id", "object", "customer", "ship_to", "invoice", "name", "currency", "draft", "closed",
+        "status", "number", "date", "payment_terms", "purchase_order", "items", "notes",
+        "subtotal", "discounts", "taxes", "total", "deposit", "deposit_paid", "url", "pdf_url",
+        "updated_at", "created_at", "metadata", "approved", "expiration_date",
+    ),
+    "payments": (
+        "amount", "balance", "created_at", "charge", "currency", "customer", "date", "id",
+        "matched", "method", "notes", "object", "reference", "ach_sender_id", "source", "voided",
+        "updated_at", "pdf_url", "applied_to",
+    ),
+    "subscriptions": (
+        "id", "object", "customer", "ship_to", "plan", "amount", "cycles", "quantity",
+        "start_date", "period_start", "period_end", "cancel_at_period_end", "canceled_at",
+        "status", "addons", "discounts", "taxes", "recurring_total", "mrr", "url", "updated_at",
+        "created_at", "metadata", "bill_in", "bill_in_advance_days", "contract_period_end",
+        "contract_period_start", "contract_renewal_cycles", "contract_renewal_mode", "paused",
+    ),
+    "credit_balance_adjustments": (
+        "amount", "created_at", "currency", "customer", "date", "id", "notes", "object",
+        "updated_at",
+    ),
+    "events": ("id", "object", "type", "timestamp", "data"),
+}  # fmt: skip
+
+# Attributes holding objects or arrays: not filterable with filter[FIELD].
+NESTED_FIELDS: frozenset[str] = frozenset(
+    {
+        "payment_source", "taxes", "metadata", "ship_to", "items", "discounts", "charge",
+        "applied_to", "addons", "data",
+    }
+)  # fmt: skip
+
+DATED_LISTINGS: frozenset[str] = frozenset({"invoices", "credit_notes", "estimates", "payments"})
+
+START_TS = 1_672_531_200  # 2023-01-01T00:00:00Z
+END_TS = 1_764_547_200  # 2025-12-01T00:00:00Z: every generated timestamp is in the past
+DAY = 86_400
+CENT = Decimal("0.01")
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+TENANT_URL = "https://dundermifflin.invoiced.com"
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers and serialization
+# --------------------------------------------------------------------------------------------
+
+
+def num(value: Decimal) -> int | float:
+    """A JSON number whose text is exactly `value`: integral values as ints, others as floats.
+
+    A decimal with at most 15 significant digits survives the float round trip, and Python's
+    float repr is the shortest text that round-trips, so the emitted text is the decimal itself.
+    """
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def dec(value: Any) -> Decimal:
+    """The exact decimal of a JSON number (None counts as zero)."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value))
+
+
+def money(value: Decimal) -> Decimal:
+    """Round to cents, half up, as invoices are."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def dumps(value: Any) -> bytes:
+    """Serialize like PHP ``json_encode`` with default flags: compact, ASCII, ``\\/`` escaped.
+
+    `/` only occurs inside JSON strings, so escaping every `/` in the output is exact.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+    return text.replace("/", "\\/").encode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
+# Storage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    """One stored record: its serialized forms plus the few fields listings filter on often."""
+
+    id: int
+    blob: bytes
+    created_at: int
+    updated_at: int | None
+    date: int | None = None
+    status: str | None = None
+    customer: int | None = None
+    public: bytes | None = None
+    event_type: str | None = None
+    subject: str | None = None
+    subject_id: int | None = None
+
+    @property
+    def listing_blob(self) -> bytes:
+        """The form a listing sends by default (payments without `applied_to`)."""
+        return self.blob if self.public is None else self.public
+
+    def parse(self) -> dict[str, Any]:
+        """The full record as parsed JSON."""
+        return json.loads(self.blob)
+
+
+class Table:
+    """Rows of one listing, with their ids kept sorted for cursor pagination."""
+
+    def __init__(self, listing: str) -> None:
+        self.listing = listing
+        self.ids: list[int] = []
+        self.rows: dict[int, Row] = {}
+        self.version = 0  # bumped by every change, so caches of derived orders can tell
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, row: Row) -> None:
+        """Store a row whose id is above every id so far."""
+        if self.ids and row.id <= self.ids[-1]:
+            raise ValueError(f"{self.listing}: id {row.id} is not above {self.ids[-1]}")
+        self.ids.append(row.id)
+        self.rows[row.id] = row
+        self.version += 1
+
+    def replace(self, row: Row) -> None:
+        self.rows[row.id] = row
+        self.version += 1
+
+    def remove(self, rid: int) -> Row:
+        row = self.rows.pop(rid)
+        index = bisect_right(self.ids, rid) - 1
+        del self.ids[index]
+        self.version += 1
+        return row
+
+    def max_id(self) -> int:
+        return self.ids[-1] if self.ids else FIRST_IDS[self.listing] - 1
+
+
+def record_row(listing: str, record: dict[str, Any]) -> Row:
+    """Serialize a record into a Row, extracting the hot filter fields."""
+    public = None
+    if listing == "payments":
+        public = dumps({k: v for k, v in record.items() if k != "applied_to"})
+    customer = record["id"] if listing == "customers" else record.get("customer")
+    return Row(
+        id=record["id"],
+        blob=dumps(record),
+        created_at=record["created_at"],
+        updated_at=record.get("updated_at"),
+        date=record.get("date"),
+        status=record.get("status"),
+        customer=customer,
+        public=public,
+    )
+
+
+def event_row(
+    event_id: int,
+    listing: str,
+    action: str,
+    timestamp: int,
+    subject: Row,
+    previous: dict[str, Any] | None = None,
+) -> Row:
+    """Wrap a record's bytes in an event without parsing it again."""
+    event_type = f"{EVENT_OBJECTS[listing]}.{action}"
+    head = (
+        f'{{"id":{event_id},"object":"event","type":"{event_type}",'
+        f'"timestamp":{timestamp},"data":{{"object":'
+    ).encode("ascii")
+    tail = b"}}" if previous is None else b',"previous":' + dumps(previous) + b"}}"
+    return Row(
+        id=event_id,
+        blob=head + subject.blob + tail,
+        created_at=timestamp,
+        updated_at=None,
+        date=timestamp,
+        customer=subject.customer,
+        event_type=event_type,
+        subject=EVENT_OBJECTS[listing],
+        subject_id=subject.id,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+COMPANY_STEMS = (
+    "Acme", "Dunder Mifflin", "Initech", "Globex", "Hooli", "Umbrella", "Vandelay", "Wayne",
+    "Stark", "Wonka", "Tyrell", "Cyberdyne", "Soylent", "Gringotts", "Nakatomi", "Oceanic",
+)  # fmt: skip
+COMPANY_SUFFIXES = (" Inc.", " LLC", " Holdings", " Ltd", " Group", " Europe", " Co.", "")
+SPECIAL_COMPANIES = (
+    "Müller GmbH",
+    "Société Générale",
+    "株式会社テスト",
+    "Ørsted Nordic ApS",
+    "Café São Paulo Ltda",
+    "Łódź Logistics Sp. z o.o.",
+    "Brandt & Söhne KG",
+    "O'Reilly Widgets",
+    'The "Quoted" Company',
+    "AT&T / Partners",
+)
+FIRST_NAMES = ("Sarah", "Jan", "Michael", "Pam", "José", "Zoë", "Ahmed", "Mei", "Olga", "Nancy")
+LAST_NAMES = ("Fisher", "Levinson", "Scott", "Beesly", "García", "Nguyen", "Talty", "Åström")
+SPECIAL_PEOPLE = ("Zoë 🚀", "Renée O'Connor", "Søren Kierkegaard", "Иван Петров")
+
+ADDRESSES = (
+    ("342 Amber St", "Hill Valley", "CA", "94523", "US"),
+    ("2548 Bottom Lane", "Monument Beach", "MA", "02553", "US"),
+    ("Marienplatz 8", "München", "BY", "80331", "DE"),
+    ("29 Boulevard Haussmann", "Paris", None, "75009", "FR"),
+    ("千代田区丸の内1-1", "東京都", None, "100-0005", "JP"),
+    ("100 King St W", "Toronto", "ON", "M5H 1A1", "CA"),
+    ("Av. Paulista, 1578", "São Paulo", "SP", "01310-200", "BR"),
+    ("1 Poultry", "London", None, "EC2R 8EJ", "GB"),
+)
+
+METADATA_VALUES: dict[str, Callable[[random.Random], str]] = {
+    "account_rep": lambda r: r.choice(("Jan", "Dwight", "Jim", "Phyllis", "Stanley")),
+    "icp_number": lambda r: str(r.randint(10**9, 10**10 - 1)),
+    "salesforce_id": lambda r: "0015" + "".join(r.choices(ALNUM, k=14)),
+    "region": lambda r: r.choice(("emea", "amer", "apac")),
+    "crm-id": lambda r: f"CRM/{r.randint(1, 99999)}",
+    "netsuite_id": lambda r: str(r.randint(1000, 99999)),
+    "segment": lambda r: r.choice(("smb", "mid-market", "enterprise")),
+    "Legacy ID": lambda r: f"L-{r.randint(1, 9999):04d}",
+    "hubspot_deal": lambda r: str(r.randint(10**7, 10**8)),
+    "cost_center": lambda r: r.choice(("CC-100", "CC-200", "Zentrale/Verwaltung")),
+    "po_required": lambda r: r.choice(("yes", "no")),
+    "tier": lambda r: r.choice(("gold", "silver", "bronze")),
+}
+
+# (catalog item id, type, name, unit cost or None for a random cents amount, usage-priced)
+CATALOG: tuple[tuple[str | None, str, str, Decimal | None, bool], ...] = (
+    (None, "product", "Copy Paper, Case", Decimal("45"), False),
+    ("delivery", "service", "Delivery", Decimal("10"), False),
+    ("consulting", "hours", "Consulting (hourly)", Decimal("150"), False),
+    ("toner", "product", "Toner Cartridge", Decimal("89.99"), False),
+    ("api-calls", "usage", "API calls", Decimal("0.0025"), True),
+    ("sms", "usage", "SMS messages", Decimal("0.0075"), True),
+    ("storage-gb", "usage", "Storage (GB/month)", Decimal("0.125"), True),
+    (None, "expense", "Travel expenses", None, False),
+    ("support-plus", "service", "Premium support", Decimal("299"), False),
+    ("onboarding", "service", "Onboarding — Einrichtung", Decimal("1250"), False),
+    ("widget", "product", 'Widget 3/4"', Decimal("12.5"), False),
+)
+DESCRIPTIONS = (
+    None,
+    None,
+    None,
+    "Includes setup/installation",
+    "Per agreement 2024/07",
+    "Übergabe",
+)
+
+COUPONS: tuple[tuple[str, str, int, bool], ...] = (
+    ("S8L47J", "Non-profit Discount", 20, True),
+    ("LOYAL10", "Loyalty 10%", 10, True),
+    ("WELCOME50", "Welcome $50", 50, False),
+)
+TAX_RATES: tuple[tuple[str, str, Decimal], ...] = (
+    ("vat", "VAT", Decimal("20")),
+    ("sales-tax-ca", "CA Sales Tax", Decimal("7.25")),
+    ("gst", "GST", Decimal("5")),
+)
+
+# plan id -> (price per interval, interval)
+PLANS: dict[str, tuple[Decimal, str]] = {
+    "starter": (Decimal("49"), "month"),
+    "pro": (Decimal("99"), "month"),
+    "business": (Decimal("299.5"), "month"),
+    "enterprise-annual": (Decimal("12000"), "year"),
+    "basic-annual": (Decimal("490"), "year"),
+}
+# addon plan id -> monthly price
+ADDON_PLANS: dict[str, Decimal] = {
+    "ipad-license": Decimal("10"),
+    "extra-seat": Decimal("15"),
+    "support-plus": Decimal("99.99"),
+}
+PAYMENT_TERMS = ("NET 30", "NET 14", "NET 7", "NET 60", "DUE ON RECEIPT")
+
+
+# --------------------------------------------------------------------------------------------
+# Generation context
+# --------------------------------------------------------------------------------------------
+
+
+class Gen:
+    """Random source, id counters and reference pickers shared by every record maker."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.counters: dict[str, int] = {}
+        # Reference pools, wired to the live tables by the Dataset.
+        self.customer_ids: list[int] = []
+        # Creation times aligned with customer_ids while generating; None during mutations,
+        # when any existing customer will do.
+        self.customer_created: list[int] | None = []
+        self.subscription_refs: list[tuple[int, int, int]] = []  # (created_at, id, customer)
+        self.pool: Callable[[str], list[int]] = lambda _listing: []
+        self.lookup: Callable[[str, int], dict[str, Any] | None] = lambda _listing, _id: None
+
+    def next_id(self, counter: str, start: int = 1) -> int:
+        """Next value of a named sequence (line item ids, document numbers, ...)."""
+        value = self.counters.get(counter, start - 1) + 1
+        self.counters[counter] = value
+        return value
+
+    def token(self) -> str:
+        return "".join(self.rng.choices(ALNUM, k=24))
+
+    def chance(self, probability: float) -> bool:
+        return self.rng.random() < probability
+
+    def updated(self, created: int) -> int:
+        """An updated_at at or after `created`: half the records never changed."""
+        if self.chance(0.5):
+            return created
+        return min(END_TS, created + self.rng.randint(60, 200 * DAY))
+
+    def customer_for(self, created: int | None) -> int:
+        """A customer that existed at `created` (any existing customer during mutations)."""
+        ids = self.customer_ids
+        if self.customer_created is None or created is None:
+            return self.rng.choice(ids)
+        known = max(1, bisect_right(self.customer_created, created))
+        return ids[self.rng.randrange(known)]
+
+    def metadata(self, probability: float = 0.5) -> dict[str, str]:
+        """Metadata whose keys vary from record to record."""
+        if not self.chance(probability):
+            return {}
+        keys = self.rng.sample(sorted(METADATA_VALUES), self.rng.randint(1, 4))
+        return {key: METADATA_VALUES[key](self.rng) for key in keys}
+
+    def day(self, timestamp: int) -> int:
+        """The document date for a creation time: that day at 06:00 UTC, as the samples show."""
+        return timestamp - timestamp % DAY + 6 * 3600
+
+
+def _company_name(g: Gen) -> str:
+    if g.chance(0.25):
+        return g.rng.choice(SPECIAL_COMPANIES)
+    return g.rng.choice(COMPANY_STEMS) + g.rng.choice(COMPANY_SUFFIXES)
+
+
+def _person_name(g: Gen) -> str:
+    if g.chance(0.15):
+        return g.rng.choice(SPECIAL_PEOPLE)
+    return f"{g.rng.choice(FIRST_NAMES)} {g.rng.choice(LAST_NAMES)}"
+
+
+def _email(name: str, rid: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", ".", name.lower()).strip(".")
+    if not name.isascii() or not slug:
+        return f"billing{rid}@example.com"
+    return f"{slug}.{rid}@example.com"
+
+
+def _phone(g: Gen) -> str:
+    r = g.rng
+    return f"({r.randint(200, 989)}) {r.randint(200, 999)}-{r.randint(1000, 9999)}"
+
+
+def _card(g: Gen, created: int) -> dict[str, Any]:
+    return {
+        "id": g.next_id("source", 401),
+        "object": "card",
+        "brand": g.rng.choice(("Visa", "Mastercard", "American Express", "Discover")),
+        "last4": f"{g.rng.randint(0, 9999):04d}",
+        "exp_month": g.rng.randint(1, 12),
+        "exp_year": g.rng.randint(2025, 2031),
+        "funding": g.rng.choice(("credit", "debit", "prepaid")),
+        "updated_at": created,
+    }
+
+
+def _bank_account(g: Gen, created: int) -> dict[str, Any]:
+    return {
+        "id": g.next_id("source", 401),
+        "object": "bank_account",
+        "bank_name": g.rng.choice(("Wells Fargo", "Chase", "Deutsche Bank", "Crédit Agricole")),
+        "last4": f"{g.rng.randint(0, 9999):04d}",
+        "routing_number": f"{g.rng.randint(10**8, 10**9 - 1)}",
+        "verified": g.chance(0.8),
+        "updated_at": created,
+        "currency": "usd",
+    }
+
+
+def _payment_source(g: Gen, created: int) -> dict[str, Any] | None:
+    roll = g.rng.random()
+    if roll < 0.45:
+        return _card(g, created)
+    if roll < 0.6:
+        return _bank_account(g, created)
+    return None
+
+
+def _tax_rate_object(g: Gen, rate_id: str, name: str, value: Decimal) -> dict[str, Any]:
+    return {
+        "id": rate_id,
+        "object": "tax_rate",
+        "name": name,
+        "currency": None,
+        "value": num(value),
+        "is_percent": True,
+        "updated_at": 1_672_617_600,
+        "created_at": 1_672_617_600,
+        "metadata": {},
+        "inclusive": False,
+    }
+
+
+def _coupon_object(code: str, name: str, value: int, is_percent: bool) -> dict[str, Any]:
+    return {
+        "id": code,
+        "object": "coupon",
+        "name": name,
+        "currency": None if is_percent else "usd",
+        "value": value,
+        "is_percent": is_percent,
+        "updated_at": 1_672_617_600,
+        "created_at": 1_672_617_600,
+        "metadata": {},
+        "exclusive": False,
+        "expiration_date": None,
+        "max_redemptions": 0,
+    }
+
+
+def _ship_to(g: Gen, probability: float = 0.3) -> dict[str, Any] | None:
+    if not g.chance(probability):
+        return None
+    address1, city, state, postal_code, country = g.rng.choice(ADDRESSES)
+    return {
+        "name": _person_name(g),
+        "attention_to": None,
+        "address1": address1,
+        "address2": g.rng.choice((None, None, "Suite 200")),
+        "city": city,
+        "state": state,
+        "postal_code": postal_code,
+        "country": country,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Customers
+# --------------------------------------------------------------------------------------------
+
+
+def make_customer(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A customer like samples/customers.*.json."""
+    is_company = g.chance(0.7)
+    name = _company_name(g) if is_company else _person_name(g)
+    source = _payment_source(g, created)
+    autopay = source is not None and g.chance(0.6)
+    has_address = g.chance(0.7)
+    address1, city, state, postal_code, country = g.rng.choice(ADDRESSES)
+    token = g.token()
+    sign_up_page = g.rng.randint(2000, 2400) if g.chance(0.1) else None
+    taxes = []
+    if g.chance(0.1):
+        taxes = [_tax_rate_object(g, *g.rng.choice(TAX_RATES))]
+    earlier = [cid for cid in g.customer_ids[-50:] if cid < rid]
+    return {
+        "id": rid,
+        "object": "customer",
+        "name": name,
+        "number": f"CUST-{g.next_id('number:customers'):04d}",
+        "email": _email(name, rid) if g.chance(0.9) else None,
+        "autopay": autopay,
+        "payment_terms": None if autopay else g.rng.choice((*PAYMENT_TERMS, None)),
+        "payment_source": source,
+        "taxes": taxes,
+        "type": "company" if is_company else "person",
+        "attention_to": _person_name(g) if is_company and g.chance(0.4) else None,
+        "address1": address1 if has_address else None,
+        "address2": "Suite 200" if has_address and g.chance(0.2) else None,
+        "city": city if has_address else None,
+        "state": state if has_address else None,
+        "postal_code": postal_code if has_address else None,
+        "country": country if has_address or g.chance(0.5) else None,
+        "language": g.rng.choice((None, None, "en", "de", "fr", "ja")),
+        "currency": g.rng.choice((None, None, "usd", "eur")),
+        "tax_id": f"{g.rng.randint(100, 999)}-{g.rng.randint(100000, 999999)}"
+        if g.chance(0.3)
+        else None,
+        "phone": _phone(g) if g.chance(0.6) else None,
+        "notes": g.rng.choice(
+            (None, None, None, "Prefers e-mail/PDF invoices", "VIP — call first")
+        ),
+        "sign_up_page": sign_up_page,
+        "sign_up_url": f"{TENANT_URL}/sign_up/{token}" if sign_up_page else None,
+        "statement_pdf_url": f"{TENANT_URL}/statements/{token}/pdf",
+        "updated_at": g.updated(created),
+        "created_at": created,
+        "metadata": g.metadata(),
+        "autopay_delay_days": g.rng.choice((-1, 0, 3)) if autopay else None,
+        "avalara_entity_use_code": None,
+        "avalara_exemption_number": "EX-1234" if g.chance(0.03) else None,
+        "chase": g.chance(0.8),
+        "chasing_cadence": g.rng.randint(1, 99) if g.chance(0.3) else None,
+        "next_chase_step": g.rng.randint(100, 400) if g.chance(0.2) else None,
+        "credit_hold": g.chance(0.05),
+        "credit_limit": num(Decimal(g.rng.randint(10, 500) * 100)) if g.chance(0.2) else None,
+        "owner": g.rng.randint(1, 20) if g.chance(0.3) else None,
+        "parent_customer": g.rng.choice(earlier) if earlier and g.chance(0.05) else None,
+        "taxable": g.chance(0.9),
+        "ach_gateway": None,
+        "cc_gateway": g.rng.randint(200, 240) if source and g.chance(0.3) else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Documents: invoices, credit notes, estimates
+# --------------------------------------------------------------------------------------------
+
+
+def _quantity_and_cost(g: Gen, cost: Decimal | None, usage: bool) -> tuple[Decimal, Decimal]:
+    if usage:
+        return Decimal(g.rng.randint(1000, 250_000)), cost or Decimal(0)
+    if cost is None:
+        return Decimal(1), Decimal(g.rng.randint(500, 50_000)) / 100
+    quantity = Decimal(g.rng.choice((1, 1, 1, 2, 3, 5, 10, "1.5", "0.25", "7.75")))
+    return quantity, cost
+
+
+def make_discount(g: Gen, kind: str, base: Decimal) -> tuple[dict[str, Any], Decimal]:
+    """A discount on `base`: a coupon percentage, a fixed coupon, or a plain amount."""
+    coupon = None
+    if g.chance(0.6):
+        code, name, value, is_percent = g.rng.choice(COUPONS)
+        coupon = _coupon_object(code, name, value, is_percent)
+        amount = base * value / 100 if is_percent else Decimal(value)
+    else:
+        amount = Decimal(g.rng.choice((5, 10, 25)))
+    amount = min(money(amount), base)
+    discount = {
+        "id": g.next_id(f"adjustment:{kind}", 20001),
+        "object": "discount",
+        "amount": num(amount),
+        "coupon": coupon,
+        "expires": None,
+    }
+    return discount, amount
+
+
+def make_tax(g: Gen, kind: str, base: Decimal) -> tuple[dict[str, Any], Decimal]:
+    """A tax on `base`, with its rate object or, like the samples, a null rate."""
+    rate_id, name, value = g.rng.choice(TAX_RATES)
+    amount = money(base * value / 100)
+    tax = {
+        "id": g.next_id(f"adjustment:{kind}", 20001),
+        "object": "tax",
+        "amount": num(amount),
+        "tax_rate": _tax_rate_object(g, rate_id, name, value) if g.chance(0.5) else None,
+    }
+    return tax, amount
+
+
+def make_line_item(g: Gen, kind: str, plan: str | None = None) -> dict[str, Any]:
+    """A line item; its id is unique across the object type, like the service's."""
+    catalog_item, item_type, name, cost, usage = g.rng.choice(CATALOG)
+    quantity, unit_cost = _quantity_and_cost(g, cost, usage)
+    amount = money(quantity * unit_cost)
+    item: dict[str, Any] = {
+        "id": g.next_id(f"line_item:{kind}", 7),
+        "object": "line_item",
+        "catalog_item": catalog_item,
+        "type": item_type,
+        "name": name,
+        "description": g.rng.choice(DESCRIPTIONS),
+        "quantity": num(quantity),
+        "unit_cost": num(unit_cost),
+        "amount": num(amount),
+        "discountable": True,
+        "discounts": [],
+        "taxable": g.chance(0.9),
+        "taxes": [],
+        "plan": plan,
+        "metadata": g.metadata(0.1),
+    }
+    if g.chance(0.05) and amount > 0:
+        item["discounts"] = [make_discount(g, kind, amount)[0]]
+    if g.chance(0.03) and amount > 0:
+        item["taxes"] = [make_tax(g, kind, amount)[0]]
+    return item
+
+
+def _adjustments_total(entries: list[dict[str, Any]]) -> Decimal:
+    return sum((dec(entry["amount"]) for entry in entries), Decimal(0))
+
+
+def document_totals(doc: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """(subtotal, total) of a document: items, minus every discount, plus every tax."""
+    subtotal = sum((dec(item["amount"]) for item in doc["items"]), Decimal(0))
+    discounts = _adjustments_total(doc["discounts"])
+    taxes = _adjustments_total(doc["taxes"])
+    for item in doc["items"]:
+        discounts += _adjustments_total(item["discounts"])
+        taxes += _adjustments_total(item["taxes"])
+    return subtotal, subtotal - discounts + taxes
+
+
+def _base_after_item_discounts(doc: dict[str, Any]) -> Decimal:
+    subtotal = sum((dec(item["amount"]) for item in doc["items"]), Decimal(0))
+    item_discounts = sum(
+        (_adjustments_total(item["discounts"]) for item in doc["items"]), Decimal(0)
+    )
+    return subtotal - item_discounts
+
+
+def add_document_adjustments(g: Gen, kind: str, doc: dict[str, Any]) -> None:
+    """Document-level discounts and taxes, computed on the items."""
+    base = _base_after_item_discounts(doc)
+    if g.chance(0.1) and base > 0:
+        discount, amount = make_discount(g, kind, base)
+        doc["discounts"].append(discount)
+        base -= amount
+    if g.chance(0.4) and base > 0:
+        doc["taxes"].append(make_tax(g, kind, base)[0])
+
+
+def _document_core(g: Gen, kind: str, rid: int, created: int, customer: int) -> dict[str, Any]:
+    """The attributes invoices, credit notes and estimates share."""
+    items = [make_line_item(g, kind) for _ in range(g.rng.choice((1, 1, 2, 2, 3, 4, 6)))]
+    return {
+        "id": rid,
+        "customer": customer,
+        "name": g.rng.choice((None, None, "July Paper Delivery", "Q3 services", "Projekt Ü")),
+        "currency": "usd" if g.chance(0.85) else "eur",
+        "number": f"{NUMBER_PREFIXES[kind]}-{g.next_id('number:' + kind):04d}",
+        "date": g.day(created),
+        "purchase_order": f"PO-{g.rng.randint(1000, 99999)}" if g.chance(0.2) else None,
+        "items": items,
+        "notes": g.rng.choice((None, None, None, "The order was delivered on Jul 20, 2015")),
+        "discounts": [],
+        "taxes": [],
+        "token": g.token(),
+        "updated_at": g.updated(created),
+        "created_at": created,
+        "metadata": g.metadata(0.3),
+    }
+
+
+def _invoice_state(g: Gen, total: Decimal) -> dict[str, Any]:
+    roll = g.rng.random()
+    if roll < 0.05:
+        return {"draft": True, "closed": False, "paid": False, "status": "draft", "balance": total}
+    if roll < 0.08:
+        return {
+            "draft": False,
+            "closed": False,
+            "paid": False,
+            "status": "voided",
+            "balance": total,
+        }
+    if roll < 0.55:
+        return {
+            "draft": False,
+            "closed": True,
+            "paid": True,
+            "status": "paid",
+            "balance": Decimal(0),
+        }
+    status = g.rng.choice(("not_sent", "sent", "viewed", "past_due", "pending"))
+    balance = total if g.chance(0.8) else money(total / 2)
+    return {"draft": False, "closed": False, "paid": False, "status": status, "balance": balance}
+
+
+def _order(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Lay the attributes out in the samples' order."""
+    return {field: values[field] for field in FIELDS[kind] if field in values}
+
+
+def make_invoice(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """An invoice like samples/invoicing.invoices.object.json."""
+    subscription = None
+    customer = g.customer_for(created)
+    if g.subscription_refs and g.chance(0.08):
+        _created, subscription, customer = g.rng.choice(g.subscription_refs)
+    doc = _document_core(g, "invoices", rid, created, customer)
+    add_document_adjustments(g, "invoices", doc)
+    subtotal, total = document_totals(doc)
+    state = _invoice_state(g, total)
+    terms = g.rng.choice(PAYMENT_TERMS)
+    days = int(terms.split()[1]) if terms.startswith("NET") else 0
+    autopay = g.chance(0.2)
+    open_ = state["status"] not in ("paid", "voided", "draft")
+    token = doc.pop("token")
+    values = {
+        **doc,
+        **state,
+        "object": "invoice",
+        "ship_to": _ship_to(g),
+        "autopay": autopay,
+        "attempt_count": g.rng.randint(0, 3) if autopay else 0,
+        "next_payment_attempt": doc["date"] + 3 * DAY if autopay and open_ else None,
+        "subscription": subscription,
+        "due_date": None if state["draft"] else doc["date"] + days * DAY,
+        "payment_terms": terms,
+        "subtotal": num(subtotal),
+        "total": num(total),
+        "balance": num(state["balance"]),
+        "url": f"{TENANT_URL}/invoices/{token}",
+        "payment_url": f"{TENANT_URL}/invoices/{token}/payment",
+        "pdf_url": f"{TENANT_URL}/invoices/{token}/pdf",
+        "payment_plan": g.rng.randint(1, 50) if open_ and g.chance(0.02) else None,
+    }
+    return _order("invoices", values)
+
+
+def make_credit_note(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A credit note like samples/credit_notes.object.json."""
+    doc = _document_core(g, "credit_notes", rid, created, g.customer_for(created))
+    add_document_adjustments(g, "credit_notes", doc)
+    subtotal, total = document_totals(doc)
+    status = g.rng.choice(("open", "open", "paid", "closed", "draft", "voided"))
+    token = doc.pop("token")
+    values = {
+        **doc,
+        "object": "credit_note",
+        "draft": status == "draft",
+        "closed": status in ("closed", "paid"),
+        "paid": status == "paid",
+        "status": status,
+        "subtotal": num(subtotal),
+        "total": num(total),
+        "balance": num(Decimal(0) if status in ("paid", "closed") else total),
+        "url": f"{TENANT_URL}/credit_notes/{token}",
+        "pdf_url": f"{TENANT_URL}/credit_notes/{token}/pdf",
+    }
+    return _order("credit_notes", values)
+
+
+def make_estimate(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """An estimate like samples/estimates.object.json."""
+    status = g.rng.choice(
+        ("draft", "not_sent", "sent", "viewed", "approved", "declined", "invoiced", "voided")
+    )
+    invoice = None
+    customer = g.customer_for(created)
+    if status == "invoiced" and g.pool("invoices"):
+        invoice = g.rng.choice(g.pool("invoices"))
+        customer = (g.lookup("invoices", invoice) or {}).get("customer", customer)
+    doc = _document_core(g, "estimates", rid, created, customer)
+    add_document_adjustments(g, "estimates", doc)
+    subtotal, total = document_totals(doc)
+    deposit = money(total / 4) if g.chance(0.15) else Decimal(0)
+    token = doc.pop("token")
+    values = {
+        **doc,
+        "object": "estimate",
+        "ship_to": _ship_to(g),
+        "invoice": invoice,
+        "draft": status == "draft",
+        "closed": status in ("invoiced", "declined", "voided"),
+        "status": status,
+        "payment_terms": g.rng.choice((*PAYMENT_TERMS, None)),
+        "subtotal": num(subtotal),
+        "total": num(total),
+        "deposit": num(deposit),
+        "deposit_paid": deposit > 0 and status in ("approved", "invoiced"),
+        "url": f"{TENANT_URL}/estimates/{token}",
+        "pdf_url": f"{TENANT_URL}/estimates/{token}/pdf",
+        "approved": _person_name(g) if status in ("approved", "invoiced") else None,
+        "expiration_date": doc["date"] + 30 * DAY if g.chance(0.5) else None,
+    }
+    return _order("estimates", values)
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions
+# --------------------------------------------------------------------------------------------
+
+SUBSCRIPTION_STATUSES = (
+    ("active", 0.52),
+    ("past_due", 0.06),
+    ("not_started", 0.03),
+    ("pending_renewal", 0.03),
+    ("paused", 0.02),
+    ("canceled", 0.23),
+    ("finished", 0.11),
+)
+
+
+def _subscription_status(g: Gen) -> str:
+    roll = g.rng.random()
+    for status, share in SUBSCRIPTION_STATUSES:
+        roll -= share
+        if roll < 0:
+            return status
+    return "active"
+
+
+def _addon(g: Gen, created: int) -> dict[str, Any]:
+    plan = g.rng.choice(sorted(ADDON_PLANS))
+    return {
+        "id": g.next_id("addon", 3),
+        "object": "subscription_addon",
+        "plan": plan,
+        "amount": None,
+        "quantity": g.rng.randint(1, 12),
+        "description": g.rng.choice(("", "", "Extra seats for the Zürich office")),
+        "updated_at": created,
+        "created_at": created,
+    }
+
+
+def subscription_amounts(sub: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """(recurring_total, mrr): plan and addons per interval, less discounts, plus taxes."""
+    price, interval = PLANS[sub["plan"]]
+    if sub.get("amount") is not None:
+        price = dec(sub["amount"])
+    months = 12 if interval == "year" else 1
+    base = price * dec(sub["quantity"])
+    for addon in sub["addons"]:
+        base += ADDON_PLANS[addon["plan"]] * months * dec(addon["quantity"])
+    pre_tax = base - _adjustments_total(sub["discounts"])
+    total = pre_tax + _adjustments_total(sub["taxes"])
+    return money(total), money(pre_tax / months)
+
+
+def _subscription_periods(g: Gen, status: str, start: int, interval: str) -> dict[str, int | None]:
+    """Period, cancellation and contract dates consistent with the status."""
+    length = 365 * DAY if interval == "year" else 30 * DAY
+    cycles = g.rng.randint(1, 6) if status == "finished" or g.chance(0.3) else None
+    end_of_life = END_TS
+    canceled_at = None
+    if status == "canceled":
+        canceled_at = g.rng.randint(start + DAY, max(start + DAY, END_TS))
+        end_of_life = canceled_at
+    elif status == "finished" and cycles:
+        end_of_life = min(END_TS, start + cycles * length)
+    elapsed = max(0, (end_of_life - start) // length)
+    period_start = start + elapsed * length
+    contract = cycles is not None
+    return {
+        "cycles": cycles,
+        "start_date": start,
+        "period_start": period_start,
+        "period_end": period_start + length,
+        "canceled_at": canceled_at,
+        "contract_period_start": start if contract else None,
+        "contract_period_end": start + (cycles or 0) * length if contract else None,
+    }
+
+
+def make_subscription(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A subscription like samples/subscriptions.object.json."""
+    status = _subscription_status(g)
+    plan = g.rng.choice(sorted(PLANS))
+    values: dict[str, Any] = {
+        "id": rid,
+        "object": "subscription",
+        "customer": g.customer_for(created),
+        "ship_to": _ship_to(g, 0.15),
+        "plan": plan,
+        "amount": None,
+        "quantity": g.rng.choice((1, 1, 1, 2, 5, 10)),
+        "cancel_at_period_end": status == "active" and g.chance(0.05),
+        "status": status,
+        "addons": [_addon(g, created) for _ in range(g.rng.choice((0, 0, 0, 1, 2)))],
+        "discounts": [],
+        "taxes": [],
+        "url": f"{TENANT_URL}/subscriptions/{g.token()}",
+        "updated_at": created,
+        "created_at": created,
+        "metadata": g.metadata(0.3),
+        "bill_in": g.rng.choice(("advance", "advance", "arrears")),
+        "bill_in_advance_days": 0,
+        "contract_renewal_cycles": None,
+        "contract_renewal_mode": g.rng.choice(("auto", "manual", "none")),
+        "paused": status == "paused",
+    }
+    if g.chance(0.1):
+        values["amount"] = num(PLANS[plan][0] * Decimal("0.9"))
+    values.update(_subscription_periods(g, status, created, PLANS[plan][1]))
+    if g.chance(0.1):
+        values["discounts"].append(make_discount(g, "subscriptions", Decimal(40))[0])
+    recurring, _mrr = subscription_amounts(values)
+    if g.chance(0.2):
+        values["taxes"].append(make_tax(g, "subscriptions", recurring)[0])
+    recurring, mrr = subscription_amounts(values)
+    values["recurring_total"], values["mrr"] = num(recurring), num(mrr)
+    values["updated_at"] = max(values["canceled_at"] or created, g.updated(created))
+    return _order("subscriptions", values)
+
+
+# --------------------------------------------------------------------------------------------
+# Payments and credit balance adjustments
+# --------------------------------------------------------------------------------------------
+
+# Application types that spend the payment's money (the rest move credit around).
+CASH_APPLICATIONS = frozenset({"invoice", "estimate", "convenience_fee", "credit"})
+
+
+def _application(
+    kind: str,
+    amount: Decimal,
+    invoice: int | None = None,
+    estimate: int | None = None,
+    credit_note: int | None = None,
+    document_type: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "amount": num(amount),
+        "type": kind,
+        "invoice": invoice,
+        "estimate": estimate,
+        "credit_note": credit_note,
+        "document_type": document_type,
+    }
+
+
+def _invoice_applications(g: Gen, first: dict[str, Any]) -> list[dict[str, Any]]:
+    """Applications to one invoice, sometimes with a fee or a credit note beside it."""
+    total = dec(first["total"])
+    amount = total if g.chance(0.7) else money(total * Decimal(g.rng.choice(("0.5", "0.25"))))
+    apps = [_application("invoice", amount, invoice=first["id"])]
+    if g.chance(0.05):
+        apps.append(_application("convenience_fee", money(amount * Decimal("0.03"))))
+    if g.chance(0.03):
+        apps.append(
+            _application(
+                "applied_credit", Decimal(10), invoice=first["id"], document_type="invoice"
+            )
+        )
+    return apps
+
+
+def _pick_document(g: Gen, listing: str) -> dict[str, Any] | None:
+    """A random existing invoice/estimate/credit note, skipping drafts and voided ones."""
+    pool = g.pool(listing)
+    for _attempt in range(6):
+        if not pool:
+            return None
+        doc = g.lookup(listing, g.rng.choice(pool))
+        if doc and doc.get("status") not in ("draft", "voided"):
+            return doc
+    return None
+
+
+def _payment_applications(g: Gen) -> tuple[int | None, list[dict[str, Any]]]:
+    """(customer, applied_to) for a new payment."""
+    roll = g.rng.random()
+    if roll < 0.08:
+        return None, []  # unmatched bank-feed payment, as in samples/payments.object.json
+    if roll < 0.12:
+        return g.customer_for(None), [_application("credit", Decimal(g.rng.randint(5, 500)))]
+    if roll < 0.15:
+        estimate = _pick_document(g, "estimates")
+        if estimate:
+            deposit = dec(estimate["deposit"]) or money(dec(estimate["total"]) / 4)
+            return estimate["customer"], [
+                _application("estimate", deposit, estimate=estimate["id"])
+            ]
+    invoice = _pick_document(g, "invoices")
+    if invoice is None:
+        return g.customer_for(None), []
+    apps = _invoice_applications(g, invoice)
+    if g.chance(0.03):
+        credit_note = _pick_document(g, "credit_notes")
+        if credit_note:
+            apps.append(
+                _application(
+                    "credit_note",
+                    min(dec(credit_note["total"]), dec(invoice["total"])),
+                    invoice=invoice["id"],
+                    credit_note=credit_note["id"],
+                    document_type="invoice",
+                )
+            )
+    return invoice["customer"], apps
+
+
+def _charge(
+    g: Gen, customer: int | None, amount: Decimal, created: int, ach: bool
+) -> dict[str, Any]:
+    source = _bank_account(g, created) if ach else _card(g, created)
+    return {
+        "amount": num(amount),
+        "amount_refunded": 0,
+        "created_at": created,
+        "updated_at": created,
+        "currency": "usd",
+        "customer": customer,
+        "disputed": False,
+        "failure_message": None,
+        "gateway": g.rng.choice(("test", "stripe", "invoiced")),
+        "gateway_id": "ch_" + g.token(),
+        "id": g.next_id("charge", 46001),
+        "receipt_email": None,
+        "refunded": False,
+        "status": "succeeded",
+        "payment_source": source,
+        "refunds": [],
+    }
+
+
+def payment_balance(payment: dict[str, Any]) -> Decimal:
+    """Unapplied money: the amount less the applications that spend it."""
+    spent = sum(
+        (dec(a["amount"]) for a in payment["applied_to"] if a["type"] in CASH_APPLICATIONS),
+        Decimal(0),
+    )
+    return dec(payment["amount"]) - spent
+
+
+def make_payment(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A payment like samples/payments.object.json, plus its `applied_to` applications."""
+    customer, apps = _payment_applications(g)
+    spent = sum((dec(a["amount"]) for a in apps if a["type"] in CASH_APPLICATIONS), Decimal(0))
+    unapplied = Decimal(g.rng.randint(1, 300)) if not apps or g.chance(0.1) else Decimal(0)
+    amount = spent + unapplied
+    method = g.rng.choice(("credit_card", "ach", "check", "wire_transfer", "cash", "other"))
+    charged = customer is not None and method in ("credit_card", "ach")
+    values = {
+        "amount": num(amount),
+        "balance": num(unapplied),
+        "created_at": created,
+        "charge": _charge(g, customer, amount, created, method == "ach") if charged else None,
+        "currency": "usd",
+        "customer": customer,
+        "date": created - g.rng.randint(0, 3600),
+        "id": rid,
+        "matched": customer is not None or g.chance(0.5),
+        "method": method,
+        "notes": g.rng.choice((None, None, None, "Paid via lockbox/scan", "Remittance #12")),
+        "object": "payment",
+        "reference": f"{g.rng.randint(1000, 999999)}" if method == "check" else None,
+        "ach_sender_id": f"ACH{g.rng.randint(1000, 9999)}" if method == "ach" else None,
+        "source": g.rng.choice(("api", "bank_feed", "keyed", "customer_portal", "imported")),
+        "voided": g.chance(0.02),
+        "updated_at": g.updated(created),
+        "pdf_url": f"{TENANT_URL}/payments/{g.token()}/pdf",
+        "applied_to": apps,
+    }
+    return values
+
+
+def make_credit_balance_adjustment(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A credit balance adjustment; like the sample, ~20% carry no `updated_at` at all."""
+    amount = (
+        Decimal(g.rng.choice((25, 50, 100, 250)))
+        if g.chance(0.6)
+        else money(Decimal(g.rng.randint(100, 90_000)) / 100)
+    )
+    if g.chance(0.15):
+        amount = -amount
+    values: dict[str, Any] = {
+        "amount": num(amount),
+        "created_at": created,
+        "currency": "usd",
+        "customer": g.customer_for(created),
+        "date": created,
+        "id": rid,
+        "notes": g.rng.choice((None, None, "Goodwill credit", "Refund of overpayment/duplicate")),
+        "object": "credit_balance_adjustment",
+    }
+    if g.chance(0.8):
+        values["updated_at"] = g.updated(created)
+    return values
+
+
+MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
+    "customers": make_customer,
+    "subscriptions": make_subscription,
+    "invoices": make_invoice,
+    "credit_notes": make_credit_note,
+    "estimates": make_estimate,
+    "payments": make_payment,
+    "credit_balance_adjustments": make_credit_balance_adjustment,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Mutations of existing records
+# --------------------------------------------------------------------------------------------
+
+
+def recompute_document(kind: str, doc: dict[str, Any], old_total: Decimal) -> None:
+    """Refresh a document's totals after its items changed.
+
+    Document taxes keep their effective rate; a paid amount (total - balance) stays paid.
+    """
+    old_base = dec(doc["subtotal"]) - _adjustments_total(doc["discounts"])
+    for item in doc["items"]:
+        old_base -= _adjustments_total(item["discounts"])
+    base = _base_after_item_discounts(doc)
+    for discount in doc["discounts"]:
+        amount = min(dec(discount["amount"]), max(base, Decimal(0)))
+        discount["amount"] = num(amount)
+        base -= amount
+    for tax in doc["taxes"]:
+        rate = dec(tax["amount"]) / old_base if old_base > 0 else Decimal(0)
+        tax["amount"] = num(money(base * rate))
+    subtotal, total = document_totals(doc)
+    doc["subtotal"], doc["total"] = num(subtotal), num(total)
+    if kind == "estimates":
+        doc["deposit"] = num(min(dec(doc["deposit"]), total))
+        return
+    paid_so_far = old_total - dec(doc["balance"])
+    balance = max(Decimal(0), total - paid_so_far)
+    doc["balance"] = num(balance)
+    if kind == "invoices" and not doc["draft"] and doc["status"] != "voided":
+        doc["paid"] = balance == 0
+        doc["closed"] = doc["paid"]
+        if doc["paid"]:
+            doc["status"] = "paid"
+        elif doc["status"] == "paid":
+            doc["status"] = "sent"
+
+
+def update_document(g: Gen, kind: str, doc: dict[str, Any]) -> None:
+    """Edit notes/metadata and add or remove a line item, keeping totals consistent."""
+    old_total = dec(doc["total"])
+    doc["notes"] = f"Revised {g.rng.randint(1, 999)}: see attached/updated terms"
+    if len(doc["items"]) > 1 and g.chance(0.4):
+        doc["items"].pop(g.rng.randrange(len(doc["items"])))
+    else:
+        doc["items"].append(make_line_item(g, kind))
+    if g.chance(0.3):
+        doc["metadata"] = {**doc["metadata"], **g.metadata(1.0)}
+    recompute_document(kind, doc, old_total)
+
+
+def update_customer(g: Gen, customer: dict[str, Any]) -> None:
+    choice = g.rng.randrange(3)
+    if choice == 0:
+        customer["name"] = _company_name(g) if customer["type"] == "company" else _person_name(g)
+    elif choice == 1:
+        customer["email"] = f"accounts.{customer['id']}.{g.rng.randint(1, 99)}@example.com"
+    customer["notes"] = g.rng.choice(("Moved to NET 30", "Changed billing contact", None))
+    customer["metadata"] = {**customer["metadata"], **g.metadata(1.0)}
+
+
+def update_subscription(g: Gen, sub: dict[str, Any], timestamp: int) -> None:
+    """Cancel live subscriptions half of the time; otherwise change the quantity."""
+    if sub["status"] not in ("canceled", "finished") and g.chance(0.5):
+        sub["status"] = "canceled"
+        sub["canceled_at"] = timestamp
+        sub["cancel_at_period_end"] = False
+        return
+    sub["quantity"] = int(dec(sub["quantity"])) + g.rng.randint(1, 3)
+    recurring, mrr = subscription_amounts(sub)
+    sub["recurring_total"], sub["mrr"] = num(recurring), num(mrr)
+    sub["metadata"] = {**sub["metadata"], **g.metadata(1.0)}
+
+
+def update_payment(g: Gen, payment: dict[str, Any]) -> None:
+    payment["notes"] = f"Reconciled batch {g.rng.randint(1, 9999)}"
+    payment["matched"] = True
+    if payment["customer"] is not None and payment_balance(payment) > 0 and g.chance(0.5):
+        payment["applied_to"].append(_application("credit", payment_balance(payment)))
+    payment["balance"] = num(payment_balance(payment))
+
+
+def update_credit_balance_adjustment(g: Gen, adjustment: dict[str, Any]) -> None:
+    adjustment["notes"] = g.rng.choice(("Corrected amount", "Goodwill credit (revised)"))
+    adjustment["amount"] = num(dec(adjustment["amount"]) + g.rng.randint(1, 20))
+
+
+def update_record(g: Gen, listing: str, record: dict[str, Any], timestamp: int) -> None:
+    """Change some fields of a record in place, then stamp it with `timestamp`."""
+    if listing in ("invoices", "credit_notes", "estimates"):
+        update_document(g, listing, record)
+    elif listing == "customers":
+        update_customer(g, record)
+    elif listing == "subscriptions":
+        update_subscription(g, record, timestamp)
+    elif listing == "payments":
+        update_payment(g, record)
+    else:
+        update_credit_balance_adjustment(g, record)
+    record["updated_at"] = timestamp
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`data.previous` of an update event: the old values of the attributes that changed."""
+    return {key: old.get(key) for key, value in new.items() if old.get(key) != value}
+
+
+# --------------------------------------------------------------------------------------------
+# The account
+# --------------------------------------------------------------------------------------------
+
+
+def scaled_counts(scale: float) -> dict[str, int]:
+    """Records per listing at `scale` (at least one of each)."""
+    return {listing: max(1, round(base * scale)) for listing, base in BASE_COUNTS.items()}
+
+
+class Dataset:
+    """The emulated account: every listing's rows, and thread-safe mutations of them.
+
+    `lock` guards all reads and writes; readers hold it only while choosing rows, which are
+    immutable once built (a mutation replaces a Row, it never edits one).
+    """
+
+    def __init__(self, scale: float = 1.0, seed: int = 1) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.scale = scale
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.tables: dict[str, Table] = {listing: Table(listing) for listing in LISTINGS}
+        self._gen = Gen(random.Random(seed))
+        self._gen.customer_ids = self.tables["customers"].ids
+        self._gen.pool = self._pool
+        self._gen.lookup = self._lookup
+        self._last_timestamp = START_TS
+        self._generate(scaled_counts(scale))
+        # Mutations draw from their own stream so that they do not depend on generation details.
+        self._gen.rng = random.Random(f"invoiced-emulator-mutations:{seed}")
+        self._gen.customer_created = None
+
+    # -- generation ------------------------------------------------------------------------
+
+    def _pool(self, listing: str) -> list[int]:
+        return self.tables[listing].ids
+
+    def _lookup(self, listing: str, rid: int) -> dict[str, Any] | None:
+        row = self.tables[listing].rows.get(rid)
+        return row.parse() if row else None
+
+    def _timestamps(self, count: int, start: int) -> list[int]:
+        rng = self._gen.rng
+        return sorted(rng.randint(start, END_TS - DAY) for _ in range(count))
+
+    def _ids(self, listing: str, count: int) -> Iterator[int]:
+        rng = self._gen.rng
+        rid = FIRST_IDS[listing]
+        for _ in range(count):
+            yield rid
+            rid += rng.choice((1, 1, 1, 2, 3))  # the service's ids have gaps
+
+    def _generate(self, counts: dict[str, int]) -> None:
+        g = self._gen
+        for listing in GENERATION_ORDER:
+            # Customers come first in time so that later objects have someone to point at.
+            start = START_TS if listing == "customers" else START_TS + 30 * DAY
+            created_list = self._timestamps(counts[listing], start)
+            table = self.tables[listing]
+            for rid, created in zip(self._ids(listing, counts[listing]), created_list, strict=True):
+                record = MAKERS[listing](g, rid, created)
+                table.add(record_row(listing, record))
+                self._after_generated(listing, record)
+        self._generate_events()
+
+    def _after_generated(self, listing: str, record: dict[str, Any]) -> None:
+        """Feed the reference pools later listings draw from."""
+        g = self._gen
+        if listing == "customers" and g.customer_created is not None:
+            g.customer_created.append(record["created_at"])
+        elif listing == "subscriptions":
+            g.subscription_refs.append((record["created_at"], record["id"], record["customer"]))
+
+    def _generate_events(self) -> None:
+        """One `<object>.created` event per record, ids increasing with time."""
+        order = {listing: index for index, listing in enumerate(GENERATION_ORDER)}
+        subjects = sorted(
+            (row.created_at, order[listing], row.id, listing)
+            for listing in GENERATION_ORDER
+            for row in self.tables[listing].rows.values()
+        )
+        events = self.tables["events"]
+        event_id = FIRST_IDS["events"]
+        for created, _order, rid, listing in subjects:
+            subject = self.tables[listing].rows[rid]
+            events.add(event_row(event_id, listing, "created", created, subject))
+            event_id += self._gen.rng.choice((1, 1, 2, 5))
+        for table in self.tables.values():
+            for row in table.rows.values():
+                self._last_timestamp = max(
+                    self._last_timestamp, row.created_at, row.updated_at or 0
+                )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def truth(self) -> dict[str, int]:
+        """Row count of every listing, everything included."""
+        with self.lock:
+            return {listing: len(self.tables[listing]) for listing in LISTINGS}
+
+    def table(self, listing: str) -> Table:
+        if listing not in self.tables:
+            raise KeyError(f"unknown listing {listing!r}; known: {', '.join(LISTINGS)}")
+        return self.tables[listing]
+
+    def records_bytes(self, listing: str) -> bytes:
+        """Every record of a listing, full form, by ascending id, as one JSON array."""
+        with self.lock:
+            table = self.table(listing)
+            return b"[" + b",".join(table.rows[rid].blob for rid in table.ids) + b"]"
+
+    def records(self, listing: str) -> list[dict[str, Any]]:
+        """Every record of a listing as parsed JSON, full form, by ascending id."""
+        return json.loads(self.records_bytes(listing))
+
+    # -- mutations -------------------------------------------------------------------------
+
+    def _next_timestamp(self) -> int:
+        """A timestamp strictly after everything so far, so `updated_after` always sees it."""
+        self._last_timestamp = max(int(time.time()), self._last_timestamp + 1)
+        return self._last_timestamp
+
+    def _add_event(
+        self, listing: str, action: str, timestamp: int, subject: Row, **kw: Any
+    ) -> None:
+        events = self.tables["events"]
+        event_id = events.max_id() + 1
+        events.add(event_row(event_id, listing, action, timestamp, subject, **kw))
+
+    def mutate(
+        self, listing: str, *, insert: int = 0, update: int = 0, delete: int = 0
+    ) -> dict[str, list[int]]:
+        """Insert, update and delete records of one listing, recording their events.
+
+        Which records change depends only on the seed and the sequence of calls.
+        """
+        if listing not in RECORD_LISTINGS:
+            raise ValueError(
+                f"cannot mutate {listing!r}; choose one of {', '.join(RECORD_LISTINGS)}"
+            )
+        if min(insert, update, delete) < 0:
+            raise ValueError("insert, update and delete must be >= 0")
+        with self.lock:
+            timestamp = self._next_timestamp()
+            table = self.tables[listing]
+            existing = list(table.ids)
+            inserted = self._insert(listing, insert, timestamp)
+            updated = self._update(listing, existing, update, timestamp)
+            changed = set(updated)
+            untouched = [rid for rid in existing if rid not in changed]
+            deleted = self._delete(listing, untouched, delete, timestamp)
+        return {"inserted": inserted, "updated": updated, "deleted": deleted}
+
+    def _insert(self, listing: str, count: int, timestamp: int) -> list[int]:
+        table = self.tables[listing]
+        ids = []
+        for _ in range(count):
+            rid = table.max_id() + self._gen.rng.choice((1, 1, 2))
+            record = MAKERS[listing](self._gen, rid, timestamp)
+            if "updated_at" in record:  # some adjustments carry none, like the sample's
+                record["updated_at"] = timestamp
+            if listing == "subscriptions":
+                self._activate(record)
+            row = record_row(listing, record)
+            table.add(row)
+            self._add_event(listing, "created", timestamp, row)
+            ids.append(rid)
+        return ids
+
+    @staticmethod
+    def _activate(sub: dict[str, Any]) -> None:
+        """A subscription created now is live."""
+        sub["status"], sub["canceled_at"], sub["paused"] = "active", None, False
+
+    def _update(self, listing: str, pool: list[int], count: int, timestamp: int) -> list[int]:
+        table = self.tables[listing]
+        chosen = sorted(self._gen.rng.sample(pool, min(count, len(pool))))
+        for rid in chosen:
+            old = table.rows[rid].parse()
+            new = json.loads(table.rows[rid].blob)
+            update_record(self._gen, listing, new, timestamp)
+            row = record_row(listing, new)
+            table.replace(row)
+            self._add_event(listing, "updated", timestamp, row, previous=changed_fields(old, new))
+        return chosen
+
+    def _referenced_documents(self, listing: str) -> set[int]:
+        """Ids of `listing` that payments apply to: deleting those would dangle references."""
+        key = {"invoices": "invoice", "credit_notes": "credit_note", "estimates": "estimate"}
+        if listing not in key:
+            return set()
+        referenced = set()
+        for row in self.tables["payments"].rows.values():
+            for app in row.parse()["applied_to"]:
+                if app[key[listing]] is not None:
+                    referenced.add(app[key[listing]])
+        return referenced
+
+    def _delete(self, listing: str, pool: list[int], count: int, timestamp: int) -> list[int]:
+        referenced = self._referenced_documents(listing) if count else set()
+        free = [rid for rid in pool if rid not in referenced]
+        candidates = free if len(free) >= count else pool
+        chosen = sorted(self._gen.rng.sample(candidates, min(count, len(candidates))))
+        table = self.tables[listing]
+        for rid in chosen:
+            row = table.remove(rid)
+            self._add_event(listing, "deleted", timestamp, row)
+        return chosen

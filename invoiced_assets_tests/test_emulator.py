@@ -1,0 +1,546 @@
+"""The Invoiced emulator behaves like the service described in /work/shared/invoiced-api.
+
+These tests talk to the emulator over HTTP with plain `requests` (not the project's client) and
+prove: Basic auth; pagination (`Link`, `X-Total-Count`, `per_page` clamping and omission);
+walking `next` returns every id exactly once; the server-side cursor refuses an un-walked page
+at offset 10,000 while a sequential walk passes it; hidden subscriptions; `include=applied_to`;
+strict `updated_after`; inclusive `start_date`/`end_date`; strict parameters on customers; that
+every fault kind and the concurrency cap actually happen; that mutations change the ground truth
+and leave events (deletions, `transaction.*`); that records are shaped like the samples and
+consistent; that data is deterministic; and that the CLI starts, serves and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import requests
+
+from invoiced_assets.emulator import LISTINGS, Dataset, EmulatorServer, FaultConfig
+
+KEY = "emulator-key"
+SAMPLES = Path("/work/shared/invoiced-api/samples")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    """A read-only account at scale 0.1 (100 customers, 500 invoices)."""
+    with EmulatorServer(scale=0.1, seed=1) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def scratch() -> Iterator[EmulatorServer]:
+    """A tiny account that a test may mutate or misconfigure."""
+    with EmulatorServer(scale=0.05, seed=3) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def session() -> requests.Session:
+    http = requests.Session()
+    http.auth = (KEY, "")
+    return http
+
+
+def get(http: requests.Session, emulator: EmulatorServer, path: str, **params: Any) -> Any:
+    return http.get(emulator.url + path, params=params, timeout=30)
+
+
+def walk(http: requests.Session, url: str) -> tuple[list[dict[str, Any]], int]:
+    """Follow `next` links from `url`; return every record and the number of pages."""
+    records: list[dict[str, Any]] = []
+    pages = 0
+    next_url: str | None = url
+    while next_url:
+        response = http.get(next_url, timeout=30)
+        assert response.status_code == 200, (next_url, response.text)
+        records += response.json()
+        pages += 1
+        next_url = response.links.get("next", {}).get("url")
+    return records, pages
+
+
+def split_link(url: str) -> tuple[str, dict[str, str]]:
+    """(absolute URL without query, query parameters) of a Link URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", dict(parse_qsl(parts.query))
+
+
+# ------------------------------------------------------------------------------------------
+# Authentication, routing
+# ------------------------------------------------------------------------------------------
+
+
+def test_requests_need_the_api_key_as_basic_user(server: EmulatorServer) -> None:
+    for auth in (None, ("wrong-key", ""), ("", KEY)):
+        response = requests.get(server.url + "/customers", auth=auth, timeout=10)
+        assert response.status_code == 401
+        assert response.json()["type"] == "invalid_request"
+        assert response.json()["message"]
+    assert requests.get(server.url + "/customers", auth=(KEY, ""), timeout=10).status_code == 200
+
+
+def test_retrieve_one_record_and_404s(server: EmulatorServer, session: requests.Session) -> None:
+    invoice = server.records("invoices")[0]
+    assert get(session, server, f"/invoices/{invoice['id']}").json() == invoice
+    missing = get(session, server, "/invoices/1")
+    assert missing.status_code == 404
+    assert missing.json() == {"type": "invalid_request", "message": "Invoice was not found: 1"}
+    assert get(session, server, "/no_such_listing").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------
+# Pagination
+# ------------------------------------------------------------------------------------------
+
+
+def test_link_header_and_total_count(server: EmulatorServer, session: requests.Session) -> None:
+    response = get(session, server, "/customers", per_page=30, page=2)
+    assert response.headers["X-Total-Count"] == "100"
+    assert response.text.startswith("[") and len(response.json()) == 30
+    links = {rel: split_link(link["url"]) for rel, link in response.links.items()}
+    base = server.url + "/customers"
+    assert links == {
+        "self": (base, {"per_page": "30", "page": "2"}),
+        "first": (base, {"per_page": "30", "page": "1"}),
+        "previous": (base, {"per_page": "30", "page": "1"}),
+        "next": (base, {"per_page": "30", "page": "3"}),
+        "last": (base, {"per_page": "30", "page": "4"}),
+    }
+    first = get(session, server, "/customers", per_page=30)
+    assert "previous" not in first.links
+    last = get(session, server, "/customers", per_page=30, page=4)
+    assert len(last.json()) == 10 and "next" not in last.links
+
+
+def test_per_page_is_clamped_and_omitted_when_default(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    clamped = get(session, server, "/invoices", per_page=500)
+    assert len(clamped.json()) == 100
+    assert "per_page" not in clamped.headers["Link"]
+    assert len(get(session, server, "/invoices", per_page=-5).json()) == 1
+    assert len(get(session, server, "/invoices", per_page=0).json()) == 100
+    # Other parameters are kept in the links.
+    filtered = get(session, server, "/invoices", **{"filter[status]": "paid", "per_page": 100})
+    assert "filter%5Bstatus%5D=paid" in filtered.links["self"]["url"]
+    assert "per_page" not in filtered.links["self"]["url"]
+
+
+def test_walking_next_returns_every_id_once(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    records, pages = walk(session, server.url + "/invoices?per_page=7")
+    ids = [record["id"] for record in records]
+    assert ids == [record["id"] for record in server.records("invoices")]
+    assert pages == -(-500 // 7)
+    events, _ = walk(session, server.url + "/events?per_page=100")
+    event_ids = [event["id"] for event in events]
+    assert event_ids == sorted(event_ids, reverse=True)  # newest first
+    assert len(set(event_ids)) == server.truth()["events"]
+
+
+def test_offset_10000_needs_the_preceding_pages(session: requests.Session) -> None:
+    with EmulatorServer(scale=2.2, seed=1) as big:
+        assert big.truth()["invoices"] == 11_000
+        jump = get(session, big, "/invoices", page=101)
+        assert jump.status_code == 400
+        assert jump.json() == {
+            "type": "invalid_request",
+            "message": "You must retrieve all preceding page numbers before retrieving this page.",
+        }
+        assert get(session, big, "/invoices", page=100).status_code == 200  # offset 9,900
+        records, pages = walk(session, big.url + "/invoices")
+        assert pages == 110
+        assert len({record["id"] for record in records}) == 11_000
+        # Sorting on another field pages by offset: no refusal.
+        assert get(session, big, "/invoices", page=101, sort="updated_at asc").status_code == 200
+
+
+def test_total_count_is_cached_after_page_one(scratch: EmulatorServer) -> None:
+    http = requests.Session()
+    http.auth = (KEY, "")
+    first = get(http, scratch, "/invoices", per_page=10)
+    total = int(first.headers["X-Total-Count"])
+    scratch.mutate("invoices", insert=5)
+    second = http.get(first.links["next"]["url"], timeout=10)
+    assert second.headers["X-Total-Count"] == str(total)  # cached for the walk
+    assert get(http, scratch, "/invoices", per_page=10).headers["X-Total-Count"] == str(total + 5)
+
+
+def test_sort_orders_by_offset(server: EmulatorServer, session: requests.Session) -> None:
+    records, _ = walk(session, server.url + "/invoices?sort=updated_at+asc&per_page=50")
+    stamps = [record["updated_at"] for record in records]
+    assert stamps == sorted(stamps) and len(records) == 500
+
+
+# ------------------------------------------------------------------------------------------
+# Listing parameters
+# ------------------------------------------------------------------------------------------
+
+
+def test_subscriptions_hide_canceled_and_finished(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    truth = server.records("subscriptions")
+    hidden = {"canceled", "finished"}
+    default, _ = walk(session, server.url + "/subscriptions")
+    assert {record["id"] for record in default} == {
+        record["id"] for record in truth if record["status"] not in hidden
+    }
+    everything, _ = walk(session, server.url + "/subscriptions?all=1")
+    assert len(everything) == len(truth) == server.truth()["subscriptions"]
+    canceled, _ = walk(session, server.url + "/subscriptions?canceled=1")
+    assert canceled and {record["status"] for record in canceled} == {"canceled"}
+
+
+def test_payments_include_applied_to_only_when_asked(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    plain = get(session, server, "/payments").json()
+    assert plain and all("applied_to" not in payment for payment in plain)
+    full = get(session, server, "/payments", include="applied_to").json()
+    assert all("applied_to" in payment for payment in full)
+    assert full == server.records("payments")[:100]
+
+
+def test_updated_after_is_strictly_greater(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    truth = server.records("credit_balance_adjustments")
+    stamp = sorted(record.get("updated_at", record["created_at"]) for record in truth)[10]
+    expected = {
+        record["id"] for record in truth if record.get("updated_at", record["created_at"]) > stamp
+    }
+    listed, _ = walk(session, server.url + f"/credit_balance_adjustments?updated_after={stamp}")
+    assert {record["id"] for record in listed} == expected
+
+
+def test_start_and_end_date_are_inclusive(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    truth = server.records("invoices")
+    day = truth[42]["date"]
+    listed = get(session, server, "/invoices", start_date=day, end_date=day).json()
+    assert {record["id"] for record in listed} == {r["id"] for r in truth if r["date"] == day}
+
+
+def test_filters_on_fields_metadata_and_related_to(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    truth = server.records("customers")
+    persons = get(session, server, "/customers", **{"filter[type]": "person"}).json()
+    assert {r["id"] for r in persons} == {r["id"] for r in truth if r["type"] == "person"}
+    tagged = next(r for r in truth if r["metadata"])
+    key, value = next(iter(tagged["metadata"].items()))
+    listed = get(session, server, "/customers", **{f"metadata[{key}]": value}).json()
+    assert tagged["id"] in {r["id"] for r in listed}
+    assert all(r["metadata"].get(key) == value for r in listed)
+    related = get(session, server, "/events", related_to=f"customer,{tagged['id']}").json()
+    assert "customer.created" in {event["type"] for event in related}
+
+
+def test_customers_and_payments_refuse_unknown_parameters(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    for listing in ("customers", "payments"):
+        response = get(session, server, f"/{listing}", bogus_param="1")
+        assert response.status_code == 400
+        body = response.json()
+        assert body["type"] == "invalid_request" and "bogus_param" in body["message"]
+        assert "param" in body
+    # Other listings ignore what they do not know.
+    assert get(session, server, "/invoices", bogus_param="1").status_code == 200
+    assert get(session, server, "/customers", start_date="1").status_code == 400
+
+
+# ------------------------------------------------------------------------------------------
+# Faults and rate limiting
+# ------------------------------------------------------------------------------------------
+
+
+def one_faulty_request(emulator: EmulatorServer, kind: str) -> requests.Response | Exception:
+    emulator.set_faults(FaultConfig(fault_rate=1, fault_kinds=(kind,), retry_after_seconds=0.01))
+    try:
+        return requests.get(emulator.url + "/customers", auth=(KEY, ""), timeout=10)
+    except requests.RequestException as error:
+        return error
+    finally:
+        emulator.set_faults(FaultConfig())
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "500_json",
+        "502_html",
+        "503_html",
+        "drop",
+        "429_retry_after",
+        "429_no_retry_after",
+        "truncated_json",
+    ],
+)
+def test_each_fault_kind_happens(scratch: EmulatorServer, kind: str) -> None:
+    outcome = one_faulty_request(scratch, kind)
+    if kind == "drop":
+        assert isinstance(outcome, requests.ConnectionError)
+    else:
+        assert isinstance(outcome, requests.Response)
+        expected_status = {"500": 500, "502": 502, "503": 503, "429": 429, "tru": 200}[kind[:3]]
+        assert outcome.status_code == expected_status
+        if kind == "500_json":
+            assert outcome.json()["type"] == "api_error"
+        if kind.endswith("_html"):
+            assert outcome.headers["Content-Type"].startswith("text/html")
+        if kind.startswith("429"):
+            assert outcome.json()["type"] == "rate_limit_error"
+            assert outcome.headers.get("Retry-After") == (
+                "0.01" if kind == "429_retry_after" else None
+            )
+        if kind == "truncated_json":
+            assert int(outcome.headers["Content-Length"]) == len(outcome.content)
+            with pytest.raises(ValueError):
+                json.loads(outcome.content)
+    assert scratch.stats()["faults_injected"] == 1
+    # Control endpoints never fault, and the API recovers once faults are off.
+    assert requests.get(scratch.url + "/_emulator/truth", timeout=10).status_code == 200
+    assert requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=10).ok
+
+
+def test_concurrent_requests_above_the_cap_get_429(scratch: EmulatorServer) -> None:
+    scratch.set_faults(FaultConfig(latency_ms=400, max_in_flight=1))
+    barrier = threading.Barrier(2)
+    responses: list[requests.Response] = []
+
+    def call() -> None:
+        barrier.wait()
+        responses.append(requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=10))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started >= 0.4  # the latency was served in flight
+    assert sorted(r.status_code for r in responses) == [200, 429]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["type"] == "rate_limit_error"
+    assert "Retry-After" not in refused.headers
+    assert scratch.stats()["max_in_flight_seen"] == 2
+    assert scratch.stats()["by_status"] == {"200": 1, "429": 1}
+
+
+def test_control_api_over_http(scratch: EmulatorServer) -> None:
+    base = scratch.url + "/_emulator"
+    assert requests.get(base + "/truth", timeout=10).json() == scratch.truth()
+    records = requests.get(base + "/records/invoices", timeout=10)
+    assert records.json() == scratch.records("invoices")
+    faults = {"fault_rate": 1, "fault_kinds": ["500_json"], "latency_ms": 0}
+    assert requests.post(base + "/faults", json=faults, timeout=10).ok
+    assert requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=10).status_code == 500
+    assert requests.post(base + "/faults", json={}, timeout=10).ok
+    stats = requests.get(base + "/stats", timeout=10).json()
+    assert stats["requests"] == 1 and stats["by_status"] == {"500": 1}
+    assert requests.post(base + "/reset-stats", timeout=10).json()["requests"] == 0
+    mutation = {"listing": "customers", "insert": 2}
+    result = requests.post(base + "/mutate", json=mutation, timeout=10).json()
+    assert len(result["inserted"]) == 2
+    assert (
+        requests.post(base + "/mutate", json={"listing": "events"}, timeout=10).status_code == 400
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Mutations
+# ------------------------------------------------------------------------------------------
+
+
+def test_mutations_change_truth_records_and_events(scratch: EmulatorServer) -> None:
+    before = scratch.truth()
+    latest = max(r["updated_at"] for r in scratch.records("invoices"))
+    result = scratch.mutate("invoices", insert=3, update=2, delete=2)
+    after = scratch.truth()
+    assert after["invoices"] == before["invoices"] + 1
+    assert after["events"] == before["events"] + 7
+    invoices = {record["id"]: record for record in scratch.records("invoices")}
+    assert set(result["inserted"]) <= set(invoices)
+    assert not set(result["deleted"]) & set(invoices)
+    for rid in result["updated"]:
+        assert invoices[rid]["updated_at"] > latest
+        assert_document_totals(invoices[rid])
+    events = scratch.records("events")[-7:]
+    types = [event["type"] for event in events]
+    assert types == ["invoice.created"] * 3 + ["invoice.updated"] * 2 + ["invoice.deleted"] * 2
+    assert [event["data"]["object"]["id"] for event in events[-2:]] == result["deleted"]
+    assert all("updated_at" in event["data"]["previous"] for event in events[3:5])
+    customers = {record["id"] for record in scratch.records("customers")}
+    assert all(invoices[rid]["customer"] in customers for rid in result["inserted"])
+
+
+def test_credit_balance_adjustment_events_are_transactions(scratch: EmulatorServer) -> None:
+    scratch.mutate("credit_balance_adjustments", insert=1, update=1, delete=1)
+    http = requests.Session()
+    http.auth = (KEY, "")
+    newest = http.get(scratch.url + "/events", params={"per_page": 3}, timeout=10).json()
+    assert [e["type"] for e in newest] == [
+        "transaction.deleted",
+        "transaction.updated",
+        "transaction.created",
+    ]
+
+
+def test_updating_subscriptions_cancels_some(scratch: EmulatorServer) -> None:
+    updated = scratch.mutate("subscriptions", update=10)["updated"]
+    statuses = {r["id"]: r for r in scratch.records("subscriptions") if r["id"] in updated}
+    canceled = [r for r in statuses.values() if r["status"] == "canceled" and r["canceled_at"]]
+    assert canceled
+
+
+# ------------------------------------------------------------------------------------------
+# Data shape and determinism
+# ------------------------------------------------------------------------------------------
+
+SAMPLE_FILES = {
+    "customers": "customers.object.json",
+    "invoices": "invoicing.invoices.object.json",
+    "payments": "payments.object.json",
+    "subscriptions": "subscriptions.object.json",
+    "credit_notes": "credit_notes.object.json",
+    "estimates": "estimates.object.json",
+    "credit_balance_adjustments": "credit_balance_adjustments.object.json",
+}
+
+
+def assert_document_totals(document: dict[str, Any]) -> None:
+    def total(entries: list[dict[str, Any]]) -> Decimal:
+        return sum((Decimal(str(entry["amount"])) for entry in entries), Decimal(0))
+
+    subtotal = total(document["items"])
+    discounts = total(document["discounts"]) + sum(
+        (total(item["discounts"]) for item in document["items"]), Decimal(0)
+    )
+    taxes = total(document["taxes"]) + sum(
+        (total(item["taxes"]) for item in document["items"]), Decimal(0)
+    )
+    assert Decimal(str(document["subtotal"])) == subtotal
+    assert Decimal(str(document["total"])) == subtotal - discounts + taxes
+
+
+def test_records_are_shaped_like_the_samples(server: EmulatorServer) -> None:
+    for listing, sample_file in SAMPLE_FILES.items():
+        sample = json.loads((SAMPLES / sample_file).read_text())
+        records = server.records(listing)
+        assert all(set(sample) - {"updated_at"} <= set(record) for record in records), listing
+    adjustments = server.records("credit_balance_adjustments")
+    missing = sum("updated_at" not in record for record in adjustments)
+    assert 0 < missing < len(adjustments) / 2
+    subscriptions = EmulatorServer(scale=0.3).records("subscriptions")
+    ended = sum(record["status"] in ("canceled", "finished") for record in subscriptions)
+    assert 0.2 < ended / len(subscriptions) < 0.5
+
+
+def test_records_are_consistent(server: EmulatorServer, session: requests.Session) -> None:
+    customers = {record["id"] for record in server.records("customers")}
+    invoices = server.records("invoices")
+    invoice_ids = {record["id"] for record in invoices}
+    for listing in ("invoices", "credit_notes", "estimates", "subscriptions"):
+        for record in server.records(listing):
+            assert record["customer"] in customers
+            assert record["updated_at"] >= record["created_at"]
+            if listing != "subscriptions":
+                assert_document_totals(record)
+    item_ids = [item["id"] for invoice in invoices for item in invoice["items"]]
+    assert len(item_ids) == len(set(item_ids))
+    for payment in server.records("payments"):
+        for application in payment["applied_to"]:
+            assert application["invoice"] is None or application["invoice"] in invoice_ids
+    names = {record["name"] for record in server.records("customers")}
+    assert any(not name.isascii() for name in names)
+    assert len({tuple(sorted(r["metadata"])) for r in server.records("customers")}) > 3
+
+
+def test_wire_format_matches_the_service(server: EmulatorServer, session: requests.Session) -> None:
+    text = get(session, server, "/invoices").text
+    assert "https:\\/\\/dundermifflin.invoiced.com\\/invoices\\/" in text
+    amounts = [
+        value
+        for invoice in json.loads(text, parse_float=Decimal)
+        for value in (invoice["total"], invoice["subtotal"], invoice["balance"])
+    ]
+    assert {type(value) for value in amounts} == {int, Decimal}  # ints and floats on the wire
+    assert all(value.as_tuple().exponent >= -2 for value in amounts if isinstance(value, Decimal))
+    unit_costs = re.findall(r'"unit_cost":(-?[0-9.]+)', text)
+    assert all(len(cost.partition(".")[2]) <= 4 for cost in unit_costs)
+
+
+def test_same_seed_gives_the_same_bytes() -> None:
+    first, second = Dataset(scale=0.05, seed=7), Dataset(scale=0.05, seed=7)
+    for listing in LISTINGS:
+        assert first.records_bytes(listing) == second.records_bytes(listing)
+    assert Dataset(scale=0.05, seed=8).records_bytes("invoices") != first.records_bytes("invoices")
+    for listing in ("customers", "payments", "estimates"):
+        a = first.mutate(listing, insert=2, update=3, delete=2)
+        assert a == second.mutate(listing, insert=2, update=3, delete=2)
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_starts_serves_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "invoiced_assets.emulator", "--port", "0", "--scale", "0.02"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        match = re.fullmatch(r"Invoiced emulator listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        response = requests.get(match.group(1) + "/customers", auth=(KEY, ""), timeout=10)
+        assert response.status_code == 200 and response.json()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_cli_refuses_a_non_loopback_host() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "invoiced_assets.emulator", "--host", "0.0.0.0"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    assert result.returncode == 2
+    assert "only listens on 127.0.0.1" in result.stderr
+
+
+def test_a_walk_is_the_same_whether_per_page_100_is_spelled_out_or_not() -> None:
+    """Links omit per_page=100; the cached count of a walk must still be its page 1's count."""
+    with EmulatorServer(scale=0.2, seed=4, api_key="k") as server:
+        for _ in range(2):
+            url: str | None = f"{server.url}/customers?per_page=100"
+            seen: list[int] = []
+            while url:
+                response = requests.get(url, auth=("k", ""), timeout=5)
+                seen += [r["id"] for r in response.json()]
+                url = response.links.get("next", {}).get("url")
+            assert sorted(seen) == sorted(r["id"] for r in server.records("customers"))
+            server.mutate("customers", insert=3, delete=2)
