@@ -13,7 +13,6 @@
 """
 
 import ipaddress
-import json
 import logging
 import random
 import threading
@@ -24,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import dagster as dg
+import orjson
 import requests
 from pydantic import Field, PrivateAttr, field_validator
 from requests.adapters import HTTPAdapter
@@ -331,7 +331,7 @@ class InvoicedClient:
                 raise _error_for(response, path, attempts)
 
             try:
-                body = json.loads(content)
+                body = orjson.loads(content)
             except ValueError:
                 if body_failures < retry.max_retries:
                     body_failures += 1
