@@ -176,6 +176,15 @@ def test_not_found_and_bad_request_fail_at_once(emulator: EmulatorServer) -> Non
     assert raised.value.status == 400 and raised.value.api_message
 
 
+def test_timeouts_are_retried_then_reported(fresh_emulator: EmulatorServer) -> None:
+    fresh_emulator.set_faults(FaultConfig(latency_ms=300))
+    fresh_emulator.reset_stats()
+    client = fast_client(fresh_emulator.url, read_timeout_seconds=0.05, max_retries=2)
+    with pytest.raises(InvoicedConnectionError, match=r"GET /customers failed after 3 attempts"):
+        client.get("/customers")
+    assert fresh_emulator.stats()["requests"] == 3
+
+
 def test_unreachable_host_is_a_connection_error() -> None:
     client = fast_client("http://127.0.0.1:9", max_retries=1)
     with pytest.raises(InvoicedConnectionError, match=r"GET /customers failed after 2 attempts"):

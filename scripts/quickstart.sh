@@ -25,5 +25,8 @@ echo "Invoiced emulator (scale $scale) at $url"
 export INVOICED_API_KEY=emulator-key INVOICED_BASE_URL="$url"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
-.venv/bin/dagster job execute -m invoiced_assets -j invoiced_sync
-.venv/bin/python -m invoiced_assets.report
+touch "$DAGSTER_HOME/dagster.yaml"  # keep run history here, so `dagster dev` shows this run
+source .venv/bin/activate
+dg launch --job invoiced_sync \
+  --config-json '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
+python -m invoiced_assets.report

@@ -21,6 +21,7 @@ import json
 import math
 import random
 import socket
+import sys
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -704,6 +705,12 @@ class _HttpServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: EmulatorServer) -> None:
         self.emulator = emulator
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, closed keep-alive) is routine, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def require_loopback(host: str) -> str:
