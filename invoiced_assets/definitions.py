@@ -12,7 +12,19 @@ from invoiced_assets.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     sync_job = build_sync_job()
     return dg.Definitions(
-        assets=[build_invoiced_assets(destination=settings.destination)],
+        assets=[
+            build_invoiced_assets(
+                destination=settings.destination,
+                frequency_hours=settings.sync_frequency_hours,
+                min_row_ratio=settings.min_row_ratio,
+                retry_policy=dg.RetryPolicy(
+                    max_retries=settings.step_retries,
+                    delay=settings.step_retry_delay_seconds,
+                    backoff=dg.Backoff.EXPONENTIAL,
+                    jitter=dg.Jitter.PLUS_MINUS,
+                ),
+            )
+        ],
         jobs=[sync_job],
         schedules=[build_sync_schedule(sync_job, settings.sync_frequency_hours)],
         resources={

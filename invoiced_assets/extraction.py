@@ -34,6 +34,7 @@ class Extraction:
     obj: InvoicedObject
     stats: ListingStats
     tables: dict[str, ShapedTable] | None = None
+    ids: set | None = None  # every primary key read, for reference checks
     error: BaseException | None = None
 
 
@@ -45,8 +46,12 @@ def extract_object(
     cancelled: threading.Event | None = None,
     log: Callable[[str], None] = _default_log,
     progress_interval_seconds: float = PROGRESS_LOG_INTERVAL_SECONDS,
-) -> tuple[dict[str, ShapedTable], ListingStats]:
-    """Walk one object's complete listing, shaping each page as it arrives."""
+) -> Extraction:
+    """Walk one object's complete listing, shaping each page as it arrives.
+
+    Then ask the listing's X-Total-Count once more, so the row-count check can allow for
+    records created or deleted during the walk.
+    """
     listing = client.object_listing(obj.name)
     shaper = ObjectShaper(obj, tables)
     started = last_log = time.monotonic()
@@ -58,7 +63,8 @@ def extract_object(
         if now - last_log >= progress_interval_seconds:
             last_log = now
             log(_progress_line(obj.name, listing.stats, client.settings.page_size, now - started))
-    return shaper.finish(), listing.stats
+    listing.count_now()
+    return Extraction(obj, listing.stats, tables=shaper.finish(), ids=shaper.ids)
 
 
 def _progress_line(name: str, stats: ListingStats, page_size: int, elapsed: float) -> str:
@@ -99,10 +105,8 @@ def extract_concurrently(
             for future in done:
                 obj = futures[future]
                 try:
-                    tables, stats = future.result()
+                    yield future.result()
                 except (InvoicedError, ExtractionCancelled, OSError, ValueError) as exc:
                     if isinstance(exc, InvoicedAuthenticationError):
                         cancelled.set()
                     yield Extraction(obj, ListingStats(obj.endpoint), error=exc)
-                else:
-                    yield Extraction(obj, stats, tables=tables)

@@ -200,6 +200,7 @@ class ListingStats:
     rate_limited: int = 0  # 429 answers seen, retried or not
     bytes_received: int = 0
     total_count: int | None = None  # X-Total-Count on page 1
+    total_count_after: int | None = None  # X-Total-Count asked again after the last page
     elapsed_seconds: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
@@ -211,6 +212,9 @@ class ListingStats:
             "api_429s": self.rate_limited,
             "api_bytes_received": self.bytes_received,
             "api_total_count": self.total_count,
+            "api_records_per_second": round(self.records / self.elapsed_seconds)
+            if self.elapsed_seconds
+            else None,
             "api_seconds": round(self.elapsed_seconds, 3),
         }
 
@@ -471,6 +475,16 @@ class Listing:
         """Every record, page after page."""
         for page in self:
             yield from page
+
+    def count_now(self) -> int | None:
+        """The listing's X-Total-Count as of now (one request for one record)."""
+        fetched = self._client.get(self.endpoint, {**self.params, "per_page": 1})
+        self.stats.requests += fetched.attempts
+        self.stats.retries += fetched.attempts - 1
+        self.stats.rate_limited += fetched.rate_limited
+        total = fetched.response.headers.get("X-Total-Count", "")
+        self.stats.total_count_after = int(total) if total.isdigit() else None
+        return self.stats.total_count_after
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Literal
 from invoiced_assets.api_errors import InvoicedConfigurationError
 from invoiced_assets.invoiced_api import ENVIRONMENT_URLS, validate_base_url
 
-SCHEMA = "invoiced"  # the DuckDB schema (and default Snowflake schema) holding every table
+SCHEMA = "invoiced"  # the DuckDB schema holding every table
+DEFAULT_SNOWFLAKE_SCHEMA = "INVOICED"
 DEFAULT_DUCKDB_PATH = Path("data") / "warehouse.duckdb"
 DESTINATIONS = ("duckdb", "snowflake")
 SNOWFLAKE_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE")
@@ -31,13 +32,53 @@ class SettingsError(InvoicedConfigurationError):
     """An environment variable has a value this project cannot use."""
 
 
+Deployment = Literal["local", "dagster_plus", "dagster_plus_branch"]
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: Literal["production", "sandbox"]
     base_url: str | None
+    deployment: Deployment
     destination: Literal["duckdb", "snowflake"]
     duckdb_path: Path
+    snowflake_schema: str
     sync_frequency_hours: int
+    min_row_ratio: float = 0.5
+    step_retries: int = 2
+    step_retry_delay_seconds: float = 60.0
+
+
+def detect_deployment(env: Mapping[str, str]) -> Deployment:
+    """Where the code runs, from the variables Dagster+ sets in its deployments."""
+    if env.get("DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT") == "1":
+        return "dagster_plus_branch"
+    if env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME"):
+        return "dagster_plus"
+    return "local"
+
+
+def snowflake_schema_for(env: Mapping[str, str], deployment: Deployment) -> str:
+    """SNOWFLAKE_SCHEMA (default INVOICED); a branch deployment gets a schema of its own.
+
+    A branch deployment's runs must never touch production tables, so its schema is suffixed
+    with the pull request (or branch) it was deployed for, e.g. INVOICED_BRANCH_PR_42.
+    """
+    schema = (env.get("SNOWFLAKE_SCHEMA") or DEFAULT_SNOWFLAKE_SCHEMA).strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", schema):
+        raise SettingsError(
+            f"SNOWFLAKE_SCHEMA must be a plain identifier (letters, digits, _), got {schema!r}."
+        )
+    schema = schema.upper()
+    if deployment != "dagster_plus_branch":
+        return schema
+    pull_request = env.get("DAGSTER_CLOUD_PULL_REQUEST_ID", "").strip()
+    branch = pull_request and f"PR_{pull_request}"
+    branch = (
+        branch or env.get("DAGSTER_CLOUD_GIT_BRANCH") or env.get("DAGSTER_CLOUD_DEPLOYMENT_NAME")
+    )
+    suffix = re.sub(r"[^A-Z0-9]+", "_", (branch or "UNKNOWN").upper()).strip("_")
+    return f"{schema}_BRANCH_{suffix}"[:255]
 
 
 def parse_sync_frequency(raw: str | None) -> int:
@@ -51,6 +92,20 @@ def parse_sync_frequency(raw: str | None) -> int:
             f" {raw!r}. Unset it for the default (every hour)."
         )
     return int(text)
+
+
+def _parse_number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float, *, whole: bool
+) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    pattern = r"[0-9]+" if whole else r"[0-9]+(\.[0-9]+)?|\.[0-9]+"
+    text = raw.strip()
+    if not re.fullmatch(pattern, text) or not low <= float(text) <= high:
+        kind = "a whole number" if whole else "a number"
+        raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}, got {raw!r}.")
+    return int(text) if whole else float(text)
 
 
 def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
@@ -78,8 +133,12 @@ def parse_duckdb_path(raw: str | None, schema: str = SCHEMA) -> Path:
     return path
 
 
-def parse_destination(raw: str | None, env: Mapping[str, str]) -> Literal["duckdb", "snowflake"]:
-    value = (raw or "duckdb").strip().lower()
+def parse_destination(
+    raw: str | None, env: Mapping[str, str], deployment: Deployment = "local"
+) -> Literal["duckdb", "snowflake"]:
+    """INVOICED_DESTINATION, defaulting by deployment: DuckDB locally, Snowflake on Dagster+."""
+    default = "duckdb" if deployment == "local" else "snowflake"
+    value = (raw or default).strip().lower()
     if value not in DESTINATIONS:
         raise SettingsError(
             f"INVOICED_DESTINATION must be one of {', '.join(DESTINATIONS)}, got {raw!r}."
@@ -90,7 +149,7 @@ def parse_destination(raw: str | None, env: Mapping[str, str]) -> Literal["duckd
             missing.append(" or ".join(SNOWFLAKE_CREDENTIALS))
         if missing:
             raise SettingsError(
-                "INVOICED_DESTINATION=snowflake needs these environment variables, which are"
+                "The Snowflake destination needs these environment variables, which are"
                 f" not set: {', '.join(missing)}."
             )
     return value  # type: ignore[return-value]
@@ -105,10 +164,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             base_url = validate_base_url(base_url)
         except InvoicedConfigurationError as exc:
             raise SettingsError(str(exc)) from None
+    deployment = detect_deployment(env)
     return Settings(
         environment=parse_environment(env.get("INVOICED_ENVIRONMENT")),
         base_url=base_url,
-        destination=parse_destination(env.get("INVOICED_DESTINATION"), env),
+        deployment=deployment,
+        destination=parse_destination(env.get("INVOICED_DESTINATION"), env, deployment),
         duckdb_path=parse_duckdb_path(env.get("INVOICED_DUCKDB_PATH")),
+        snowflake_schema=snowflake_schema_for(env, deployment),
         sync_frequency_hours=parse_sync_frequency(env.get("INVOICED_SYNC_FREQUENCY_HOURS")),
+        min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
+        step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
+        step_retry_delay_seconds=_parse_number(
+            env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
+        ),
     )

@@ -205,6 +205,7 @@ class ObjectShaper:
     def __init__(self, obj: InvoicedObject, tables: Iterable[str] | None = None) -> None:
         wanted = None if tables is None else set(tables)
         self.obj = obj
+        self.ids: set[Any] = set()  # every primary key seen, even when the table is not built
         self._parent: TableBuilder | None = None
         if wanted is None or obj.name in wanted:
             self._parent = TableBuilder(
@@ -220,6 +221,7 @@ class ObjectShaper:
         ]
 
     def add_page(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.ids.update(record.get(self.obj.primary_key) for record in records)
         if self._parent is not None:
             self._parent.add_rows(records)
         for child, builder in self._children:

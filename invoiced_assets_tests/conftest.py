@@ -41,3 +41,9 @@ def fresh_emulator() -> Iterator[EmulatorServer]:
     """A small account of the test's own, free to mutate and to inject faults into."""
     with EmulatorServer(scale=0.2, seed=11, api_key=API_KEY, faults=FaultConfig()) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def instant_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step retries (INVOICED_STEP_RETRIES) keep their count but wait no time in tests."""
+    monkeypatch.setenv("INVOICED_STEP_RETRY_DELAY_SECONDS", "0")

@@ -80,3 +80,49 @@ def test_base_url_must_be_https_unless_loopback(url: str) -> None:
 )
 def test_base_url_accepted(url: str) -> None:
     assert load_settings({"INVOICED_BASE_URL": url}).base_url == url.rstrip("/")
+
+
+SNOWFLAKE = {
+    "SNOWFLAKE_ACCOUNT": "acme-xy12345",
+    "SNOWFLAKE_USER": "dagster",
+    "SNOWFLAKE_PASSWORD": "pw",
+    "SNOWFLAKE_DATABASE": "ANALYTICS",
+}
+
+
+def test_the_destination_follows_the_deployment() -> None:
+    local = load_settings({})
+    assert (local.deployment, local.destination) == ("local", "duckdb")
+    production = load_settings({"DAGSTER_CLOUD_DEPLOYMENT_NAME": "prod", **SNOWFLAKE})
+    assert (production.deployment, production.destination) == ("dagster_plus", "snowflake")
+    assert production.snowflake_schema == "INVOICED"
+    branch = load_settings(
+        {
+            "DAGSTER_CLOUD_DEPLOYMENT_NAME": "feature-x",
+            "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT": "1",
+            "DAGSTER_CLOUD_PULL_REQUEST_ID": "42",
+            "SNOWFLAKE_SCHEMA": "billing",
+            **SNOWFLAKE,
+        }
+    )
+    assert (branch.deployment, branch.destination) == ("dagster_plus_branch", "snowflake")
+    assert branch.snowflake_schema == "BILLING_BRANCH_PR_42"
+    no_pr = load_settings(
+        {
+            "DAGSTER_CLOUD_DEPLOYMENT_NAME": "x",
+            "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT": "1",
+            "DAGSTER_CLOUD_GIT_BRANCH": "feature/new-tables",
+            **SNOWFLAKE,
+        }
+    )
+    assert no_pr.snowflake_schema == "INVOICED_BRANCH_FEATURE_NEW_TABLES"
+
+
+def test_dagster_plus_without_snowflake_settings_fails_clearly() -> None:
+    with pytest.raises(SettingsError, match="SNOWFLAKE_ACCOUNT"):
+        load_settings({"DAGSTER_CLOUD_DEPLOYMENT_NAME": "prod"})
+
+
+def test_snowflake_schema_must_be_an_identifier() -> None:
+    with pytest.raises(SettingsError, match="SNOWFLAKE_SCHEMA"):
+        load_settings({"SNOWFLAKE_SCHEMA": "bad-schema; drop", **SNOWFLAKE})

@@ -1,0 +1,185 @@
+"""Data-quality checks of every table, declared from the catalogue, evaluated as pure functions.
+
+The checks run in the same step that writes the tables (on exactly the rows written), so they
+need no second read of the warehouse and work the same for every destination:
+
+| check                          | tables                      | severity | fails when                        |
+|--------------------------------|-----------------------------|----------|-----------------------------------|
+| `primary_key_unique_not_null`  | all                         | error    | a key is null or repeated         |
+| `row_count_matches_api`        | objects                     | error    | rows differ from `X-Total-Count`  |
+| `parent_references_resolve`    | child tables                | error    | a row's parent is not in the load |
+| `customer_references_resolve`  | objects with a `customer`   | warning  | a customer id is unknown          |
+| `no_row_count_collapse`        | all                         | error    | rows fell below a share of the    |
+|                                |                             |          | previous load (e.g. 0 after 5,000)|
+
+Error checks are blocking: assets downstream of a table that fails one are not materialized.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+PRIMARY_KEY = "primary_key_unique_not_null"
+ROW_COUNT = "row_count_matches_api"
+PARENT_REFERENCES = "parent_references_resolve"
+CUSTOMER_REFERENCES = "customer_references_resolve"
+COLLAPSE = "no_row_count_collapse"
+CUSTOMER_COLUMN = "customer"
+DEFAULT_MIN_ROW_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_primary_key(frame: pd.DataFrame, key: Sequence[str]) -> CheckOutcome:
+    """Every row has a key, and no key is repeated."""
+    missing = [column for column in key if column not in frame.columns]
+    if missing:
+        return CheckOutcome(False, {"missing_key_columns": ", ".join(missing)})
+    keys = frame[list(key)]
+    null_rows = int(keys.isna().any(axis=1).sum())
+    duplicated = keys[keys.duplicated(keep=False)]
+    sample = duplicated.drop_duplicates().head(5).to_dict("records")
+    return CheckOutcome(
+        null_rows == 0 and duplicated.empty,
+        {
+            "key": ", ".join(key),
+            "rows": len(frame),
+            "null_keys": null_rows,
+            "duplicated_rows": len(duplicated),
+            "duplicate_examples": str(sample) if sample else "none",
+        },
+    )
+
+
+def check_row_count(rows: int, total_before: int | None, total_after: int | None) -> CheckOutcome:
+    """Rows equal the listing's X-Total-Count, within what changed while it was read.
+
+    The count is taken on page 1 and again after the last page: records created or deleted in
+    between can move the right answer anywhere between the two.
+    """
+    totals = [t for t in (total_before, total_after) if t is not None]
+    metadata: dict[str, Any] = {
+        "rows": rows,
+        "api_total_count_at_start": total_before,
+        "api_total_count_at_end": total_after,
+        "allowance": "records created or deleted during the walk: any count between the"
+        " X-Total-Count at its start and at its end passes",
+    }
+    if not totals:
+        return CheckOutcome(False, {**metadata, "reason": "the API sent no X-Total-Count"})
+    return CheckOutcome(min(totals) <= rows <= max(totals), metadata)
+
+
+def check_references(
+    values: Iterable[Any], targets: set[Any], *, target: str, nullable: bool = True
+) -> CheckOutcome:
+    """Every (non-null, when `nullable`) value is one of `targets`."""
+    series = pd.Series(list(values), dtype=object)
+    nulls = int(series.isna().sum())
+    present = series.dropna()
+    dangling = present[~present.isin(targets)]
+    return CheckOutcome(
+        dangling.empty and (nullable or nulls == 0),
+        {
+            "references": len(present),
+            "null_references": nulls,
+            "unresolved": len(dangling),
+            "unresolved_examples": ", ".join(map(str, dangling.drop_duplicates().head(10)))
+            or "none",
+            "target": target,
+        },
+    )
+
+
+def check_collapse(rows: int, previous_rows: int | None, min_ratio: float) -> CheckOutcome:
+    """Rows did not fall below `min_ratio` of the previous load's (zero after any is a fall)."""
+    metadata: dict[str, Any] = {
+        "rows": rows,
+        "previous_rows": previous_rows,
+        "min_ratio": min_ratio,
+    }
+    if not previous_rows:
+        return CheckOutcome(True, {**metadata, "note": "no earlier load to compare with"})
+    return CheckOutcome(rows >= previous_rows * min_ratio and rows > 0, metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# Check specs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckDeclaration:
+    name: str
+    severity: dg.AssetCheckSeverity
+    description: str
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == dg.AssetCheckSeverity.ERROR
+
+
+DECLARATIONS = {
+    PRIMARY_KEY: CheckDeclaration(
+        PRIMARY_KEY,
+        dg.AssetCheckSeverity.ERROR,
+        "The table's key is never null and never repeated.",
+    ),
+    ROW_COUNT: CheckDeclaration(
+        ROW_COUNT,
+        dg.AssetCheckSeverity.ERROR,
+        "The rows written equal the X-Total-Count the Invoiced API reported for the listing"
+        " (any count between its value at the start and at the end of the read passes).",
+    ),
+    PARENT_REFERENCES: CheckDeclaration(
+        PARENT_REFERENCES,
+        dg.AssetCheckSeverity.ERROR,
+        "Every row points at a parent row loaded in the same read.",
+    ),
+    CUSTOMER_REFERENCES: CheckDeclaration(
+        CUSTOMER_REFERENCES,
+        dg.AssetCheckSeverity.WARN,
+        "Every customer id (where there is one) is a customer loaded in the same run.",
+    ),
+    COLLAPSE: CheckDeclaration(
+        COLLAPSE,
+        dg.AssetCheckSeverity.ERROR,
+        "The load did not shrink below INVOICED_MIN_ROW_RATIO of the previous load's rows"
+        " (a sync that suddenly returns nothing fails here instead of passing silently).",
+    ),
+}
+
+
+def check_names_for(*, is_child: bool, has_customer: bool) -> list[str]:
+    names = [PRIMARY_KEY, COLLAPSE]
+    names.append(PARENT_REFERENCES if is_child else ROW_COUNT)
+    if has_customer and not is_child:
+        names.append(CUSTOMER_REFERENCES)
+    return names
+
+
+def check_spec(asset_key: dg.AssetKey, name: str) -> dg.AssetCheckSpec:
+    declaration = DECLARATIONS[name]
+    return dg.AssetCheckSpec(
+        name,
+        asset=asset_key,
+        description=declaration.description,
+        blocking=declaration.blocking,
+    )
+
+
+def check_result(asset_key: dg.AssetKey, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=name,
+        passed=outcome.passed,
+        severity=DECLARATIONS[name].severity,
+        metadata=outcome.metadata,
+    )
