@@ -15,7 +15,12 @@ from typing import Any
 import dagster as dg
 
 from invoiced_assets import checks
-from invoiced_assets.api_errors import InvoicedAuthenticationError
+from invoiced_assets.api_errors import (
+    InvoicedAPIError,
+    InvoicedAuthenticationError,
+    InvoicedConnectionError,
+    InvoicedRateLimitError,
+)
 from invoiced_assets.catalogue import CATALOGUE, CUSTOMERS, ChildTable, InvoicedObject
 from invoiced_assets.extraction import Extraction, extract_concurrently
 from invoiced_assets.invoiced_api import InvoicedResource
@@ -25,6 +30,7 @@ KEY_PREFIX = "invoiced"
 GROUP_NAME = "invoiced"
 IO_MANAGER_KEY = "invoiced_io_manager"
 PREVIEW_ROWS = 5
+TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)
 
 
 @dataclass(frozen=True)
@@ -252,5 +258,7 @@ def _failure(failures: list[Extraction]) -> dg.Failure:
         description=(
             f"{len(failures)} Invoiced object(s) could not be read; their tables keep their last"
             " good copy, and the other objects were written:\n" + "\n".join(lines)
-        )
+        ),
+        # Retrying the step helps only when something was transient (outage, rate limit).
+        allow_retries=any(isinstance(f.error, TRANSIENT_ERRORS) for f in failures),
     )

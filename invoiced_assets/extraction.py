@@ -45,7 +45,7 @@ def extract_object(
     *,
     cancelled: threading.Event | None = None,
     log: Callable[[str], None] = _default_log,
-    progress_interval_seconds: float = PROGRESS_LOG_INTERVAL_SECONDS,
+    progress_interval_seconds: float | None = None,
 ) -> Extraction:
     """Walk one object's complete listing, shaping each page as it arrives.
 
@@ -54,6 +54,8 @@ def extract_object(
     """
     listing = client.object_listing(obj.name)
     shaper = ObjectShaper(obj, tables)
+    if progress_interval_seconds is None:
+        progress_interval_seconds = PROGRESS_LOG_INTERVAL_SECONDS
     started = last_log = time.monotonic()
     for page in listing:
         if cancelled is not None and cancelled.is_set():

@@ -24,6 +24,12 @@ from invoiced_assets.settings import load_settings
 
 from .conftest import API_KEY
 
+EXPECTED_METADATA = {
+    "dagster/row_count", "dagster/column_schema", "dagster/table_name", "primary_key",
+    "api_pages", "api_requests", "api_retries", "api_429s", "api_bytes_received", "api_seconds",
+    "api_records_per_second", "api_total_count", "preview", "schema_changed",
+}  # fmt: skip
+
 
 @pytest.fixture
 def account() -> Iterator[EmulatorServer]:
