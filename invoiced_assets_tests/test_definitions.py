@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import timedelta
 
 import dagster as dg
 import pytest
@@ -41,6 +42,10 @@ def test_assets_job_and_schedule() -> None:
         assert spec.group_name == "invoiced"
         assert {"invoiced", "duckdb"} <= set(spec.kinds)
         assert spec.description and spec.metadata["primary_key"]
+        # Stale when a 6-hourly sync is an hour late, failed when two in a row were missed.
+        assert spec.freshness_policy is not None
+        assert spec.freshness_policy.warn_window.seconds == timedelta(hours=7).seconds
+        assert spec.freshness_policy.fail_window.seconds == timedelta(hours=13).seconds
     assert specs[dg.AssetKey(["invoiced", "invoices"])].metadata["primary_key"] == "id"
     job = defs.resolve_job_def("invoiced_sync")
     assert set(job.asset_layer.selected_asset_keys) == set(specs)
