@@ -22,7 +22,7 @@ from invoiced_assets.api_errors import (
     InvoicedRateLimitError,
 )
 from invoiced_assets.catalogue import CATALOGUE, CUSTOMERS, ChildTable, InvoicedObject
-from invoiced_assets.extraction import Extraction, extract_concurrently
+from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.shaping import ShapedTable
 
@@ -146,7 +146,8 @@ def build_invoiced_assets(
         customer_ids: set[Any] | None = None
         waiting_for_customers: list[tuple[TableAsset, list[Any]]] = []
         failures: list[Extraction] = []
-        for extraction in extract_concurrently(client, wanted, log=context.log.info):
+        plans = [ReadPlan(obj, frozenset(names)) for obj, names in wanted.items()]
+        for extraction in extract_concurrently(client, plans, log=context.log.info):
             if extraction.error is not None:
                 context.log.error(
                     f"{extraction.obj.name}: {extraction.error} Its tables keep their last good"

@@ -206,6 +206,7 @@ class ObjectShaper:
         wanted = None if tables is None else set(tables)
         self.obj = obj
         self.ids: set[Any] = set()  # every primary key seen, even when the table is not built
+        self.max_updated_at: int | None = None
         self._parent: TableBuilder | None = None
         if wanted is None or obj.name in wanted:
             self._parent = TableBuilder(
@@ -221,7 +222,14 @@ class ObjectShaper:
         ]
 
     def add_page(self, records: Sequence[Mapping[str, Any]]) -> None:
-        self.ids.update(record.get(self.obj.primary_key) for record in records)
+        """Add a page; a record already added (overlapping reads, offset paging) is skipped."""
+        key = self.obj.primary_key
+        if any(record.get(key) in self.ids for record in records):
+            records = [record for record in records if record.get(key) not in self.ids]
+        self.ids.update(record.get(key) for record in records)
+        updated = [r.get("updated_at") for r in records if isinstance(r.get("updated_at"), int)]
+        if updated:
+            self.max_updated_at = max(self.max_updated_at or 0, *updated)
         if self._parent is not None:
             self._parent.add_rows(records)
         for child, builder in self._children:
