@@ -3,19 +3,25 @@
 This is the test that keeps the suite from rotting: it builds the real `defs`.
 """
 
+import importlib
 import os
 import subprocess
 import sys
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from invoiced_assets.assets import IO_MANAGER_KEY, table_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.definitions import build_definitions
+from invoiced_assets.duckdb_destination import InvoicedDuckDBIOManager
+from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.settings import load_settings
+from invoiced_assets.snowflake_destination import InvoicedSnowflakeIOManager
 
 EXPECTED_TABLES = {
     "customers", "invoices", "payments", "subscriptions", "credit_notes", "estimates",
@@ -93,3 +99,54 @@ def test_bad_settings_fail_loading_the_definitions(
     )
     assert done.returncode != 0
     assert expected in done.stderr
+
+
+SNOWFLAKE_ENV = {
+    "SNOWFLAKE_ACCOUNT": "acme-xy12345",
+    "SNOWFLAKE_USER": "dagster",
+    "SNOWFLAKE_PASSWORD": "secret-password-123",
+    "SNOWFLAKE_DATABASE": "ANALYTICS",
+}
+
+
+@pytest.mark.parametrize(
+    "env, destination, schema",
+    [
+        ({}, "duckdb", "invoiced"),
+        ({"INVOICED_DESTINATION": "snowflake", **SNOWFLAKE_ENV}, "snowflake", "INVOICED"),
+        ({"DAGSTER_CLOUD_DEPLOYMENT_NAME": "prod", **SNOWFLAKE_ENV}, "snowflake", "INVOICED"),
+        (
+            {
+                "DAGSTER_CLOUD_DEPLOYMENT_NAME": "my-branch",
+                "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT": "1",
+                "DAGSTER_CLOUD_PULL_REQUEST_ID": "7",
+                **SNOWFLAKE_ENV,
+            },
+            "snowflake",
+            "INVOICED_BRANCH_PR_7",
+        ),
+    ],
+    ids=["local", "local-snowflake", "dagster-plus", "dagster-plus-branch"],
+)
+def test_definitions_per_deployment(
+    env: dict[str, str], destination: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # EnvVar-backed settings are read from the environment
+    defs = build_definitions(load_settings(env))
+    dg.Definitions.validate_loadable(defs)
+    io_manager = defs.resources[IO_MANAGER_KEY]
+    expected = InvoicedSnowflakeIOManager if destination == "snowflake" else InvoicedDuckDBIOManager
+    assert type(io_manager) is expected
+    assert io_manager.schema_ == schema
+    spec = next(iter(defs.resolve_all_asset_specs()))
+    assert destination in spec.kinds
+    assert "secret-password-123" not in repr(io_manager)
+    assert isinstance(defs.resources["invoiced"], InvoicedResource)
+
+
+def test_dagster_cloud_yaml_points_at_the_definitions() -> None:
+    config = yaml.safe_load((Path(__file__).parents[1] / "dagster_cloud.yaml").read_text())
+    (location,) = config["locations"]
+    module = importlib.import_module(location["code_source"]["module_name"])
+    assert isinstance(module.defs, dg.Definitions)
