@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from invoiced_assets import checks
 from invoiced_assets.api_errors import (
@@ -144,7 +145,7 @@ def build_invoiced_assets(
         )
 
         customer_ids: set[Any] | None = None
-        waiting_for_customers: list[tuple[TableAsset, list[Any]]] = []
+        waiting_for_customers: list[tuple[TableAsset, pd.Series]] = []
         failures: list[Extraction] = []
         plans = [ReadPlan(obj, frozenset(names)) for obj, names in wanted.items()]
         for extraction in extract_concurrently(client, plans, log=context.log.info):
@@ -160,7 +161,6 @@ def build_invoiced_assets(
                 customer_ids = extraction.ids or set()
             for name, shaped in extraction.tables.items():
                 table = by_key[dg.AssetKey([KEY_PREFIX, name])]
-                context.log.info(f"{name}: writing {shaped.row_count} rows")
                 yield dg.Output(
                     shaped,
                     output_name=context.assets_def.get_output_name_for_asset_key(table.key),
@@ -171,7 +171,7 @@ def build_invoiced_assets(
                     if (table.key, check_name) in selected_checks:
                         yield checks.check_result(table.key, check_name, outcome)
                 if (table.key, checks.CUSTOMER_REFERENCES) in selected_checks:
-                    values = shaped.frame[checks.CUSTOMER_COLUMN].tolist()
+                    values = shaped.frame[checks.CUSTOMER_COLUMN]
                     waiting_for_customers.append((table, values))
             if customer_ids is not None:
                 yield from _customer_reference_results(waiting_for_customers, customer_ids)
@@ -195,12 +195,26 @@ def _previous_row_count(context: dg.AssetExecutionContext, key: dg.AssetKey) -> 
 
 
 def _output_metadata(extraction: Extraction, shaped: ShapedTable) -> dict[str, Any]:
-    preview = shaped.frame.head(PREVIEW_ROWS)
     return {
         "invoiced_object": extraction.obj.name,
         **extraction.stats.as_metadata(),
-        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+        "preview": dg.MetadataValue.md(markdown_preview(shaped)),
     }
+
+
+def markdown_preview(shaped: ShapedTable, rows: int = PREVIEW_ROWS, width: int = 40) -> str:
+    """The first rows as a Markdown table, each cell cut to `width` characters."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or value is pd.NA else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    names = list(shaped.frame.columns)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for record in shaped.frame.head(rows).itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    return "\n".join(lines)
 
 
 def _table_outcomes(
@@ -232,7 +246,7 @@ def _table_outcomes(
 
 
 def _customer_reference_results(
-    waiting: list[tuple[TableAsset, list[Any]]], customer_ids: set[Any] | None
+    waiting: list[tuple[TableAsset, pd.Series]], customer_ids: set[Any] | None
 ) -> Iterator[dg.AssetCheckResult]:
     for table, values in waiting:
         if customer_ids is None:

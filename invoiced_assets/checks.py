@@ -81,7 +81,7 @@ def check_references(
     values: Iterable[Any], targets: set[Any], *, target: str, nullable: bool = True
 ) -> CheckOutcome:
     """Every (non-null, when `nullable`) value is one of `targets`."""
-    series = pd.Series(list(values), dtype=object)
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     nulls = int(series.isna().sum())
     present = series.dropna()
     dangling = present[~present.isin(targets)]
