@@ -10,28 +10,19 @@ the same read as its parent. Selecting a subset reads only the listings it needs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from invoiced_assets import checks
-from invoiced_assets.api_errors import (
-    InvoicedAPIError,
-    InvoicedAuthenticationError,
-    InvoicedConnectionError,
-    InvoicedRateLimitError,
-)
 from invoiced_assets.catalogue import CATALOGUE, CUSTOMERS, ChildTable, InvoicedObject
-from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
 from invoiced_assets.invoiced_api import InvoicedResource
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.sync import SyncOptions, SyncStep
 
 KEY_PREFIX = "invoiced"
 GROUP_NAME = "invoiced"
+API_KEY = "invoiced"
 IO_MANAGER_KEY = "invoiced_io_manager"
-PREVIEW_ROWS = 5
-TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)
+WAREHOUSE_KEY = "invoiced_warehouse"
 
 
 @dataclass(frozen=True)
@@ -94,10 +85,11 @@ def build_invoiced_assets(
     *,
     destination: str = "duckdb",
     frequency_hours: int = 1,
-    min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO,
+    options: SyncOptions | None = None,
     retry_policy: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
     """The multi-asset that reads Invoiced and writes one table per spec, with its checks."""
+    options = options or SyncOptions()
     tables = table_assets(catalogue)
     by_key = {t.key: t for t in tables}
     specs = [
@@ -123,157 +115,16 @@ def build_invoiced_assets(
         check_specs=check_specs,
         can_subset=True,
         retry_policy=retry_policy,
+        # The warehouse is read back only by incremental syncs.
+        required_resource_keys={API_KEY, WAREHOUSE_KEY} if options.incremental else {API_KEY},
     )
     def invoiced_tables(
-        context: dg.AssetExecutionContext, invoiced: InvoicedResource
+        context: dg.AssetExecutionContext,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        selected = [by_key[key] for key in context.selected_asset_keys]
-        selected_checks = {(c.asset_key, c.name) for c in context.selected_asset_check_keys}
-        wanted: dict[InvoicedObject, set[str]] = {}
-        for table in selected:
-            wanted.setdefault(table.obj, set()).add(table.table)
-        needs_customers = any(
-            (t.key, checks.CUSTOMER_REFERENCES) in selected_checks for t in selected
-        )
-        if needs_customers:
-            wanted.setdefault(CUSTOMERS, set())  # its ids only, to resolve references
-        previous_rows = {t.table: _previous_row_count(context, t.key) for t in selected}
-        client = invoiced.get_client()
-        context.log.info(
-            f"Reading {len(wanted)} Invoiced listings from {client.settings.base_url}:"
-            f" {', '.join(sorted(o.name for o in wanted))}"
-        )
-
-        customer_ids: set[Any] | None = None
-        waiting_for_customers: list[tuple[TableAsset, pd.Series]] = []
-        failures: list[Extraction] = []
-        plans = [ReadPlan(obj, frozenset(names)) for obj, names in wanted.items()]
-        for extraction in extract_concurrently(client, plans, log=context.log.info):
-            if extraction.error is not None:
-                context.log.error(
-                    f"{extraction.obj.name}: {extraction.error} Its tables keep their last good"
-                    " copy."
-                )
-                failures.append(extraction)
-                continue
-            assert extraction.tables is not None
-            if extraction.obj is CUSTOMERS:
-                customer_ids = extraction.ids or set()
-            for name, shaped in extraction.tables.items():
-                table = by_key[dg.AssetKey([KEY_PREFIX, name])]
-                yield dg.Output(
-                    shaped,
-                    output_name=context.assets_def.get_output_name_for_asset_key(table.key),
-                    metadata=_output_metadata(extraction, shaped),
-                )
-                outcomes = _table_outcomes(table, shaped, extraction, previous_rows, min_row_ratio)
-                for check_name, outcome in outcomes.items():
-                    if (table.key, check_name) in selected_checks:
-                        yield checks.check_result(table.key, check_name, outcome)
-                if (table.key, checks.CUSTOMER_REFERENCES) in selected_checks:
-                    values = shaped.frame[checks.CUSTOMER_COLUMN]
-                    waiting_for_customers.append((table, values))
-            if customer_ids is not None:
-                yield from _customer_reference_results(waiting_for_customers, customer_ids)
-                waiting_for_customers = []
-        if waiting_for_customers:
-            # The customers listing failed: these references cannot be resolved in this run.
-            yield from _customer_reference_results(waiting_for_customers, None)
-        if failures:
-            raise _failure(failures)
+        selected = {by_key[key].table: by_key[key] for key in context.selected_asset_keys}
+        invoiced: InvoicedResource = getattr(context.resources, API_KEY)
+        warehouse = getattr(context.resources, WAREHOUSE_KEY) if options.incremental else None
+        step = SyncStep(context, invoiced.get_client(), warehouse, selected, options)
+        yield from step.run()
 
     return invoiced_tables
-
-
-def _previous_row_count(context: dg.AssetExecutionContext, key: dg.AssetKey) -> int | None:
-    event = context.instance.get_latest_materialization_event(key)
-    materialization = event.asset_materialization if event else None
-    if materialization is None:
-        return None
-    value = materialization.metadata.get("dagster/row_count")
-    return int(value.value) if value is not None else None
-
-
-def _output_metadata(extraction: Extraction, shaped: ShapedTable) -> dict[str, Any]:
-    return {
-        "invoiced_object": extraction.obj.name,
-        **extraction.stats.as_metadata(),
-        "preview": dg.MetadataValue.md(markdown_preview(shaped)),
-    }
-
-
-def markdown_preview(shaped: ShapedTable, rows: int = PREVIEW_ROWS, width: int = 40) -> str:
-    """The first rows as a Markdown table, each cell cut to `width` characters."""
-
-    def cell(value: Any) -> str:
-        text = "" if value is None or value is pd.NA else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= width else text[: width - 1] + "…"
-
-    names = list(shaped.frame.columns)
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for record in shaped.frame.head(rows).itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
-    return "\n".join(lines)
-
-
-def _table_outcomes(
-    table: TableAsset,
-    shaped: ShapedTable,
-    extraction: Extraction,
-    previous_rows: dict[str, int | None],
-    min_row_ratio: float,
-) -> dict[str, checks.CheckOutcome]:
-    outcomes = {
-        checks.PRIMARY_KEY: checks.check_primary_key(shaped.frame, table.primary_key),
-        checks.COLLAPSE: checks.check_collapse(
-            shaped.row_count, previous_rows.get(table.table), min_row_ratio
-        ),
-    }
-    if table.child is None:
-        stats = extraction.stats
-        outcomes[checks.ROW_COUNT] = checks.check_row_count(
-            shaped.row_count, stats.total_count, stats.total_count_after
-        )
-    else:
-        outcomes[checks.PARENT_REFERENCES] = checks.check_references(
-            shaped.frame[table.child.parent_key_column],
-            extraction.ids or set(),
-            target=f"{table.obj.name}.{table.obj.primary_key}",
-            nullable=False,
-        )
-    return outcomes
-
-
-def _customer_reference_results(
-    waiting: list[tuple[TableAsset, pd.Series]], customer_ids: set[Any] | None
-) -> Iterator[dg.AssetCheckResult]:
-    for table, values in waiting:
-        if customer_ids is None:
-            outcome = checks.CheckOutcome(
-                False, {"reason": "the customers listing could not be read in this run"}
-            )
-        else:
-            outcome = checks.check_references(values, customer_ids, target="customers.id")
-        yield checks.check_result(table.key, checks.CUSTOMER_REFERENCES, outcome)
-
-
-def _failure(failures: list[Extraction]) -> dg.Failure:
-    """One clear error for the run: the rejected key once, or each failed object."""
-    auth = next(
-        (f.error for f in failures if isinstance(f.error, InvoicedAuthenticationError)), None
-    )
-    if auth is not None:
-        return dg.Failure(
-            description=f"{auth} Tables not written by this run keep their last good copy.",
-            allow_retries=False,
-        )
-    lines = [f"- {f.obj.name}: {f.error}" for f in failures]
-    return dg.Failure(
-        description=(
-            f"{len(failures)} Invoiced object(s) could not be read; their tables keep their last"
-            " good copy, and the other objects were written:\n" + "\n".join(lines)
-        ),
-        # Retrying the step helps only when something was transient (outage, rate limit).
-        allow_retries=any(isinstance(f.error, TRANSIENT_ERRORS) for f in failures),
-    )

@@ -75,6 +75,10 @@ class InvoicedObject:
     children: tuple[ChildTable, ...] = ()
     # Accepts start_date / end_date on `date` (lets a listing be split into date windows).
     date_filterable: bool = False
+    # The object's name in event types (`<event_object>.deleted`); None: emits no events.
+    event_object: str | None = None
+    # Accepts `updated_after`, so an incremental sync can list only what changed.
+    incremental: bool = True
 
     @property
     def field_names(self) -> frozenset[str]:
@@ -136,6 +140,7 @@ CUSTOMERS = InvoicedObject(
         " ach_gateway:integer cc_gateway:integer created_at:timestamp updated_at:timestamp"
         " metadata:json"
     ),
+    event_object="customer",
 )
 
 INVOICES = InvoicedObject(
@@ -155,6 +160,7 @@ INVOICES = InvoicedObject(
     ),
     children=_document_children("invoice", "invoices"),
     date_filterable=True,
+    event_object="invoice",
 )
 
 PAYMENTS = InvoicedObject(
@@ -184,6 +190,7 @@ PAYMENTS = InvoicedObject(
         ),
     ),
     date_filterable=True,
+    event_object="payment",
 )
 
 SUBSCRIPTIONS = InvoicedObject(
@@ -218,6 +225,7 @@ SUBSCRIPTIONS = InvoicedObject(
             ),
         ),
     ),
+    event_object="subscription",
 )
 
 CREDIT_NOTES = InvoicedObject(
@@ -235,6 +243,7 @@ CREDIT_NOTES = InvoicedObject(
     ),
     children=_document_children("credit_note", "credit_notes"),
     date_filterable=True,
+    event_object="credit_note",
 )
 
 ESTIMATES = InvoicedObject(
@@ -253,6 +262,7 @@ ESTIMATES = InvoicedObject(
     ),
     children=_document_children("estimate", "estimates"),
     date_filterable=True,
+    event_object="estimate",
 )
 
 CREDIT_BALANCE_ADJUSTMENTS = InvoicedObject(
@@ -267,6 +277,7 @@ CREDIT_BALANCE_ADJUSTMENTS = InvoicedObject(
         "id:integer object customer:integer currency amount:decimal date:timestamp notes"
         " created_at:timestamp updated_at:timestamp"
     ),
+    event_object="transaction",  # its events are named transaction.*
 )
 
 CATALOGUE: tuple[InvoicedObject, ...] = (

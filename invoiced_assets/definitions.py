@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from invoiced_assets.assets import IO_MANAGER_KEY, build_invoiced_assets
-from invoiced_assets.destinations import build_io_manager
+from invoiced_assets.assets import IO_MANAGER_KEY, WAREHOUSE_KEY, build_invoiced_assets
+from invoiced_assets.destinations import build_io_manager, build_warehouse
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.schedules import build_sync_job, build_sync_schedule
 from invoiced_assets.settings import Settings, load_settings
+from invoiced_assets.sync import SyncOptions
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -16,7 +17,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_invoiced_assets(
                 destination=settings.destination,
                 frequency_hours=settings.sync_frequency_hours,
-                min_row_ratio=settings.min_row_ratio,
+                options=SyncOptions(
+                    incremental=settings.sync_mode == "incremental",
+                    full_reconcile_hours=settings.full_reconcile_hours,
+                    min_row_ratio=settings.min_row_ratio,
+                ),
                 retry_policy=dg.RetryPolicy(
                     max_retries=settings.step_retries,
                     delay=settings.step_retry_delay_seconds,
@@ -34,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 base_url=settings.base_url,
             ),
             IO_MANAGER_KEY: build_io_manager(settings),
+            WAREHOUSE_KEY: build_warehouse(settings),
         },
     )
 

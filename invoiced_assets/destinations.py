@@ -8,6 +8,7 @@ from typing import Any
 
 from invoiced_assets.duckdb_destination import duckdb_io_manager
 from invoiced_assets.settings import SCHEMA, Settings
+from invoiced_assets.warehouse import DuckDBWarehouse
 
 
 def build_io_manager(settings: Settings) -> Any:
@@ -17,3 +18,12 @@ def build_io_manager(settings: Settings) -> Any:
 
         return snowflake_io_manager(schema=settings.snowflake_schema)
     return duckdb_io_manager(settings.duckdb_path, SCHEMA)
+
+
+def build_warehouse(settings: Settings) -> Any:
+    """Reads tables back for incremental syncs, from the same destination."""
+    if settings.destination == "snowflake":
+        from invoiced_assets.snowflake_destination import snowflake_warehouse
+
+        return snowflake_warehouse(schema=settings.snowflake_schema)
+    return DuckDBWarehouse(database=str(settings.duckdb_path), schema_name=SCHEMA)

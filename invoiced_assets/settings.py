@@ -44,6 +44,8 @@ class Settings:
     duckdb_path: Path
     snowflake_schema: str
     sync_frequency_hours: int
+    sync_mode: Literal["full", "incremental"] = "full"
+    full_reconcile_hours: float = 24.0
     min_row_ratio: float = 0.5
     step_retries: int = 2
     step_retry_delay_seconds: float = 60.0
@@ -106,6 +108,18 @@ def _parse_number(
         kind = "a whole number" if whole else "a number"
         raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}, got {raw!r}.")
     return int(text) if whole else float(text)
+
+
+def parse_sync_mode(raw: str | None) -> Literal["full", "incremental"]:
+    """INVOICED_SYNC_MODE: full (default) or incremental."""
+    value = (raw or "full").strip().lower()
+    if value not in ("full", "incremental"):
+        raise SettingsError(
+            f"INVOICED_SYNC_MODE must be 'full' (every run replaces every table) or 'incremental'"
+            f" (only what changed, with a full reconciliation every"
+            f" INVOICED_FULL_RECONCILE_HOURS), got {raw!r}."
+        )
+    return value  # type: ignore[return-value]
 
 
 def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
@@ -173,6 +187,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         duckdb_path=parse_duckdb_path(env.get("INVOICED_DUCKDB_PATH")),
         snowflake_schema=snowflake_schema_for(env, deployment),
         sync_frequency_hours=parse_sync_frequency(env.get("INVOICED_SYNC_FREQUENCY_HOURS")),
+        sync_mode=parse_sync_mode(env.get("INVOICED_SYNC_MODE")),
+        full_reconcile_hours=_parse_number(
+            env, "INVOICED_FULL_RECONCILE_HOURS", 24, 1, 24 * 365, whole=False
+        ),
         min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
         step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
         step_retry_delay_seconds=_parse_number(

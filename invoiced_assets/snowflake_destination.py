@@ -38,17 +38,19 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+from dagster_snowflake import SnowflakeResource
 from dagster_snowflake.snowflake_io_manager import SnowflakeDbClient
 from dagster_snowflake_pandas import SnowflakePandasIOManager, SnowflakePandasTypeHandler
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.duckdb_destination import table_metadata
 from invoiced_assets.schema_evolution import ColumnPlan, PlannedColumn, plan_columns
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.shaping import Column, ShapedTable, rewire
 
 SNOWFLAKE_TYPES: Mapping[FieldType, str] = {
     FieldType.INTEGER: "NUMBER(38,0)",
@@ -337,8 +339,8 @@ class InvoicedSnowflakeIOManager(SnowflakePandasIOManager):
         )
 
 
-def snowflake_io_manager(*, schema: str) -> InvoicedSnowflakeIOManager:
-    """The IO manager, configured from SNOWFLAKE_* environment variables.
+def _connection_settings() -> dict[str, Any]:
+    """Connection settings from SNOWFLAKE_* variables, each kept a `dg.EnvVar`.
 
     Every value stays a `dg.EnvVar`, resolved only inside runs, so no secret sits in the
     definitions or shows in the UI. Only the optional variables that are set are passed. One
@@ -361,10 +363,66 @@ def snowflake_io_manager(*, schema: str) -> InvoicedSnowflakeIOManager:
         for field, variable in optional.items()
         if os.environ.get(variable)
     }
-    return InvoicedSnowflakeIOManager(
-        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
-        user=dg.EnvVar("SNOWFLAKE_USER"),
-        database=dg.EnvVar("SNOWFLAKE_DATABASE"),
-        schema=schema,
+    return {
+        "account": dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+        "user": dg.EnvVar("SNOWFLAKE_USER"),
+        "database": dg.EnvVar("SNOWFLAKE_DATABASE"),
         **settings,
-    )
+    }
+
+
+def snowflake_io_manager(*, schema: str) -> InvoicedSnowflakeIOManager:
+    """The IO manager, configured from SNOWFLAKE_* environment variables."""
+    return InvoicedSnowflakeIOManager(schema=schema, **_connection_settings())
+
+
+def _wire_expression(name: str, field_type: FieldType) -> str:
+    """A stored column read back in `shaping`'s wire form (see `warehouse`)."""
+    column = quote(warehouse_name(name))
+    if field_type is FieldType.TIMESTAMP:
+        return f"DATE_PART(EPOCH_SECOND, {column})"
+    if field_type is FieldType.DECIMAL:
+        return f"TO_VARCHAR({column})"
+    if field_type is FieldType.JSON:
+        return f"TO_JSON({column})"
+    return column
+
+
+class SnowflakeWarehouse(SnowflakeResource):
+    """Reads Invoiced tables back from Snowflake, for incremental syncs (see `warehouse`)."""
+
+    schema_name: str
+
+    def read_table(
+        self, table: str, key: tuple[str, ...], columns: Sequence[str] | None = None
+    ) -> ShapedTable | None:
+        database = self.database or ""
+        with self.get_connection() as connection:
+            cursor = connection.cursor()
+            types = existing_columns(cursor, database, self.schema_name, table)
+            if not types:
+                return None
+            names = [n for n in types if columns is None or n in columns]
+            select = ", ".join(_wire_expression(name, types[name]) for name in names)
+            rows = cursor.execute(
+                f"SELECT {select} FROM"
+                f" {qualified_name(database, self.schema_name, warehouse_name(table))}"
+            ).fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        frame = pd.DataFrame(
+            {name: rewire([_plain(v) for v in column], types[name])
+             for name, column in zip(names, values, strict=True)},
+            index=pd.RangeIndex(len(rows)),
+        )  # fmt: skip
+        return ShapedTable(table, key, [Column(n, types[n]) for n in names], frame)
+
+
+def _plain(value: Any) -> Any:
+    """A fetched value as a wire value: Decimals of whole numbers become ints."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    return value
+
+
+def snowflake_warehouse(*, schema: str) -> SnowflakeWarehouse:
+    return SnowflakeWarehouse(schema_name=schema, **_connection_settings())

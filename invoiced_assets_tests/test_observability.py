@@ -180,9 +180,9 @@ def test_the_ui_shows_everything(account: EmulatorServer, tmp_path: Path) -> Non
 
 def test_step_retries_only_when_something_was_transient() -> None:
     from invoiced_assets.api_errors import InvoicedAPIError, InvoicedNotFoundError
-    from invoiced_assets.assets import _failure
     from invoiced_assets.extraction import Extraction, ReadPlan
     from invoiced_assets.invoiced_api import ListingStats
+    from invoiced_assets.sync import failure_for as _failure
 
     def failed(error: Exception) -> Extraction:
         return Extraction(ReadPlan(catalogue.INVOICES), ListingStats("/invoices"), error=error)

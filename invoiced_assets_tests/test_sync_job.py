@@ -87,12 +87,13 @@ def test_full_load_matches_ground_truth(account: EmulatorServer, warehouse: Path
     result = run_sync()
     assert result.success
     # One walk per listing (child tables come from their parent's read, not a second pass),
-    # plus one request per listing for its X-Total-Count after the walk, and one probe of the
-    # date range of each date-filterable listing (too short here to be split into windows).
+    # plus one request per listing for its X-Total-Count after the walk, one probe of the
+    # date range of each date-filterable listing (too short here to be split into windows),
+    # and one for the newest event (where the next incremental sync's deletions start).
     truth = account.truth()
     pages = sum(-(-truth[o.name] // 100) for o in CATALOGUE)
     probes = sum(o.date_filterable for o in CATALOGUE)
-    assert account.stats()["requests"] == pages + len(CATALOGUE) + probes
+    assert account.stats()["requests"] == pages + len(CATALOGUE) + probes + 1
     expected = expected_counts(account)
     assert table_counts(warehouse) == expected
     assert expected["payment_applications"] > 0 and expected["subscription_addons"] > 0
@@ -174,8 +175,8 @@ def test_a_subset_reads_only_what_it_needs(account: EmulatorServer, warehouse: P
     assert result.success
     assert set(table_counts(warehouse)) == {"invoice_line_items"}
     pages = -(-account.truth()["invoices"] // 100)
-    # The date-range probe, the walk, then its X-Total-Count again.
-    assert account.stats()["requests"] == 1 + pages + 1
+    # The newest event, the date-range probe, the walk, then its X-Total-Count again.
+    assert account.stats()["requests"] == 1 + 1 + pages + 1
 
 
 def test_dagster_job_execute_cli(account: EmulatorServer, warehouse: Path, tmp_path: Path) -> None:

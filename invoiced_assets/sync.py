@@ -1,0 +1,317 @@
+"""One sync step: plan the reads, read concurrently, merge if incremental, write, check.
+
+`SyncStep.run()` is the body of the `invoiced_tables` multi-asset. It yields, for each object as
+soon as its listing is complete, an `Output` per selected table (written by the IO manager at
+once, atomically) and the results of that table's checks, computed on exactly the rows written.
+
+Full mode reads every record. Incremental mode (INVOICED_SYNC_MODE=incremental) reads only the
+records updated since each table's cursor, applies the deletions recorded in `/events`, merges
+them into the table as it is (read back through the `Warehouse`), and writes the merged table
+through the same path as a full load; see `incremental` for the cursors and when a table is
+loaded in full instead.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from invoiced_assets import checks
+from invoiced_assets.api_errors import (
+    InvoicedAPIError,
+    InvoicedAuthenticationError,
+    InvoicedConnectionError,
+    InvoicedError,
+    InvoicedRateLimitError,
+)
+from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
+from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
+from invoiced_assets.incremental import (
+    Deletions,
+    SyncState,
+    merge_tables,
+    newest_event_id,
+    now,
+    read_deletions,
+)
+from invoiced_assets.invoiced_api import InvoicedClient
+from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.warehouse import Warehouse, read_ids, table_exists
+
+PREVIEW_ROWS = 5
+TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    incremental: bool = False
+    full_reconcile_hours: float = 24.0
+    min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO
+
+
+@dataclass
+class _TableRecord:
+    """What the instance remembers of a table's last successful load."""
+
+    rows: int | None
+    state: SyncState
+
+
+class SyncStep:
+    """One run of the multi-asset; `tables` maps each selected table name to its `TableAsset`."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        client: InvoicedClient,
+        warehouse: Warehouse | None,
+        tables: dict[str, Any],
+        options: SyncOptions,
+    ) -> None:
+        self.context = context
+        self.client = client
+        self.warehouse = warehouse
+        self.tables = tables  # name -> TableAsset (selected only)
+        self.options = options
+        self.selected_checks = {(c.asset_key, c.name) for c in context.selected_asset_check_keys}
+        self.now = now()
+        self.history = {name: self._history(t.key) for name, t in tables.items()}
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def _history(self, key: dg.AssetKey) -> _TableRecord:
+        event = self.context.instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event else None
+        metadata = materialization.metadata if materialization else {}
+        rows = metadata.get("dagster/row_count")
+        return _TableRecord(
+            int(rows.value) if rows is not None else None, SyncState.from_metadata(metadata)
+        )
+
+    def _wants_customer_ids(self) -> bool:
+        return any(
+            (t.key, checks.CUSTOMER_REFERENCES) in self.selected_checks
+            for t in self.tables.values()
+        )
+
+    def plans(self) -> list[ReadPlan]:
+        wanted: dict[InvoicedObject, set[str]] = {}
+        for name, table in self.tables.items():
+            wanted.setdefault(table.obj, set()).add(name)
+        if (
+            self._wants_customer_ids()
+            and CUSTOMERS not in wanted
+            and not (self.options.incremental and self._customer_ids_from_warehouse() is not None)
+        ):
+            wanted[CUSTOMERS] = set()  # its ids only, to resolve references
+        return [
+            ReadPlan(obj, frozenset(names), self._updated_after(obj, names))
+            for obj, names in wanted.items()
+        ]
+
+    def _updated_after(self, obj: InvoicedObject, names: set[str]) -> int | None:
+        """The incremental cursor of a read, or None when a full read is due."""
+        if not (self.options.incremental and obj.incremental and names and self.warehouse):
+            return None
+        states = [self.history[name].state for name in names]
+        reconcile = self.options.full_reconcile_hours
+        if not all(state.can_continue(self.now, reconcile) for state in states):
+            return None
+        if not all(table_exists(self.warehouse, n, self.tables[n].primary_key) for n in names):
+            return None  # a table was dropped since: reload it whole
+        return min(state.updated_after() for state in states)
+
+    def _customer_ids_from_warehouse(self) -> set[Any] | None:
+        if self.warehouse is None or not table_exists(self.warehouse, CUSTOMERS.name, ("id",)):
+            return None
+        return read_ids(self.warehouse, CUSTOMERS.name, CUSTOMERS.primary_key)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        plans = self.plans()
+        incremental_plans = [p for p in plans if p.updated_after is not None]
+        self.context.log.info(
+            f"Reading {len(plans)} Invoiced listings from {self.client.settings.base_url}: "
+            + ", ".join(
+                f"{p.obj.name} ({'changes' if p.updated_after is not None else 'all'})"
+                for p in sorted(plans, key=lambda p: p.obj.name)
+            )
+        )
+        # Events first: deletions after the tables' cursors, and the cursor for the next load.
+        deletions: Deletions | None = None
+        try:
+            if incremental_plans:
+                since = min(
+                    self.history[name].state.cursor_event_id or 0
+                    for plan in incremental_plans
+                    for name in plan.tables
+                )
+                deletions = read_deletions(self.client, since)
+                event_cursor = deletions.newest_event_id
+            else:
+                event_cursor = newest_event_id(self.client)
+        except InvoicedError as exc:
+            raise dg.Failure(
+                description=f"Reading /events failed: {exc} No table was changed.",
+                allow_retries=isinstance(exc, TRANSIENT_ERRORS),
+            ) from None
+
+        customer_ids = None
+        if self._wants_customer_ids() and not any(p.obj is CUSTOMERS for p in plans):
+            customer_ids = self._customer_ids_from_warehouse()
+        waiting_for_customers: list[tuple[Any, pd.Series]] = []
+        failures: list[Extraction] = []
+        for extraction in extract_concurrently(self.client, plans, log=self.context.log.info):
+            if extraction.error is not None:
+                self.context.log.error(
+                    f"{extraction.obj.name}: {extraction.error} Its tables keep their last good"
+                    " copy."
+                )
+                failures.append(extraction)
+                continue
+            written, object_ids = self._merged(extraction, deletions)
+            if extraction.obj is CUSTOMERS:
+                customer_ids = object_ids
+            for name, shaped in written.items():
+                yield from self._write_and_check(name, shaped, extraction, object_ids, event_cursor)
+                table = self.tables[name]
+                if (table.key, checks.CUSTOMER_REFERENCES) in self.selected_checks:
+                    waiting_for_customers.append((table, shaped.frame[checks.CUSTOMER_COLUMN]))
+            if customer_ids is not None:
+                yield from _customer_reference_results(waiting_for_customers, customer_ids)
+                waiting_for_customers = []
+        if waiting_for_customers:
+            # The customers listing failed: these references cannot be resolved in this run.
+            yield from _customer_reference_results(waiting_for_customers, None)
+        if failures:
+            raise failure_for(failures)
+
+    def _merged(
+        self, extraction: Extraction, deletions: Deletions | None
+    ) -> tuple[dict[str, ShapedTable], set[Any]]:
+        """The tables to write and the object's ids, after merging an incremental read."""
+        assert extraction.tables is not None
+        obj, changed = extraction.obj, extraction.ids or set()
+        if extraction.plan.updated_after is None:
+            return extraction.tables, changed
+        assert self.warehouse is not None and deletions is not None
+        deleted = deletions.for_object(obj)
+        replaced = changed | deleted
+        merged: dict[str, ShapedTable] = {}
+        for name, shaped in extraction.tables.items():
+            table = self.tables[name]
+            previous = self.warehouse.read_table(name, table.primary_key)
+            assert previous is not None  # checked when planning
+            key_column = table.child.parent_key_column if table.child else obj.primary_key
+            merged[name] = merge_tables(previous, shaped, key_column, replaced)
+        if obj.name in merged:
+            ids = set(merged[obj.name].frame[obj.primary_key].dropna().tolist())
+        else:
+            ids = (read_ids(self.warehouse, obj.name, obj.primary_key) - deleted) | changed
+        self.context.log.info(
+            f"{obj.name}: {len(changed)} changed and {len(deleted)} deleted since the last load"
+        )
+        return merged, ids
+
+    def _write_and_check(
+        self,
+        name: str,
+        shaped: ShapedTable,
+        extraction: Extraction,
+        object_ids: set[Any],
+        event_cursor: int,
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        table = self.tables[name]
+        record = self.history[name]
+        full = extraction.plan.updated_after is None
+        state = record.state.next_metadata(
+            full=full,
+            newest_updated_at=extraction.max_updated_at,
+            event_id=event_cursor,
+            now=self.now,
+        )
+        yield dg.Output(
+            shaped,
+            output_name=self.context.assets_def.get_output_name_for_asset_key(table.key),
+            metadata={
+                "invoiced_object": extraction.obj.name,
+                **extraction.stats.as_metadata(),
+                **{k: v for k, v in state.items() if v is not None},
+                "preview": dg.MetadataValue.md(markdown_preview(shaped)),
+            },
+        )
+        stats = extraction.stats
+        outcomes = {
+            checks.PRIMARY_KEY: checks.check_primary_key(shaped.frame, table.primary_key),
+            checks.COLLAPSE: checks.check_collapse(
+                shaped.row_count, record.rows, self.options.min_row_ratio
+            ),
+        }
+        if table.child is None:
+            # An incremental read's own X-Total-Count counts only the changes.
+            before = stats.total_count if full else None
+            outcomes[checks.ROW_COUNT] = checks.check_row_count(
+                shaped.row_count, before, stats.total_count_after
+            )
+        else:
+            outcomes[checks.PARENT_REFERENCES] = checks.check_references(
+                shaped.frame[table.child.parent_key_column],
+                object_ids,
+                target=f"{table.obj.name}.{table.obj.primary_key}",
+                nullable=False,
+            )
+        for check_name, outcome in outcomes.items():
+            if (table.key, check_name) in self.selected_checks:
+                yield checks.check_result(table.key, check_name, outcome)
+
+
+def markdown_preview(shaped: ShapedTable, rows: int = PREVIEW_ROWS, width: int = 40) -> str:
+    """The first rows as a Markdown table, each cell cut to `width` characters."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or value is pd.NA else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    names = list(shaped.frame.columns)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for record in shaped.frame.head(rows).itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    return "\n".join(lines)
+
+
+def _customer_reference_results(
+    waiting: list[tuple[Any, pd.Series]], customer_ids: set[Any] | None
+) -> Iterator[dg.AssetCheckResult]:
+    for table, values in waiting:
+        if customer_ids is None:
+            outcome = checks.CheckOutcome(
+                False, {"reason": "the customers listing could not be read in this run"}
+            )
+        else:
+            outcome = checks.check_references(values, customer_ids, target="customers.id")
+        yield checks.check_result(table.key, checks.CUSTOMER_REFERENCES, outcome)
+
+
+def failure_for(failures: list[Extraction]) -> dg.Failure:
+    """One clear error for the run: the rejected key once, or each failed object."""
+    auth = next(
+        (f.error for f in failures if isinstance(f.error, InvoicedAuthenticationError)), None
+    )
+    if auth is not None:
+        return dg.Failure(
+            description=f"{auth} Tables not written by this run keep their last good copy.",
+            allow_retries=False,
+        )
+    lines = [f"- {f.obj.name}: {f.error}" for f in failures]
+    return dg.Failure(
+        description=(
+            f"{len(failures)} Invoiced object(s) could not be read; their tables keep their last"
+            " good copy, and the other objects were written:\n" + "\n".join(lines)
+        ),
+        # Retrying the step helps only when something was transient (outage, rate limit).
+        allow_retries=any(isinstance(f.error, TRANSIENT_ERRORS) for f in failures),
+    )

@@ -1,0 +1,152 @@
+"""Incremental sync is as exact as a full load, with far fewer requests.
+
+After rounds of emulator inserts, updates and deletes (line items removed by editing invoices,
+subscriptions canceled, customers deleted), an incremental destination equals the emulator's
+ground truth and a fresh full load, table by table and value by value. The first incremental run
+on an empty destination is a full load; cursors survive in materialization metadata; a full
+reconciliation runs when due; a failed run leaves the cursors as they were.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from invoiced_assets.emulator import EmulatorServer
+from invoiced_assets.incremental import CURSOR_EVENT_ID, CURSOR_UPDATED_AT, SYNC_KIND
+
+from .conftest import API_KEY
+from .test_sync_job import run_sync
+from .warehouse_compare import assert_matches_truth
+
+
+@pytest.fixture
+def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    with EmulatorServer(scale=0.2, seed=51, api_key=API_KEY) as server:
+        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
+        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
+        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(tmp_path / "incremental.duckdb"))
+        monkeypatch.setenv("INVOICED_SYNC_MODE", "incremental")
+        yield server
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        yield instance
+
+
+def sync_kinds(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {
+        m.asset_key.path[-1]: m.metadata[SYNC_KIND].value
+        for m in result.asset_materializations_for_node("invoiced_tables")
+    }
+
+
+def change_everything(account: EmulatorServer, round_number: int) -> None:
+    account.mutate("customers", insert=4, update=5, delete=3)
+    account.mutate("invoices", insert=6, update=8, delete=4)  # updates add/remove line items
+    account.mutate("payments", insert=3, update=3, delete=2)
+    account.mutate("subscriptions", insert=2, update=6, delete=1)  # updates cancel some
+    account.mutate("credit_notes", insert=2, update=2, delete=1)
+    account.mutate("estimates", insert=2, update=2, delete=1 + round_number % 2)
+    account.mutate("credit_balance_adjustments", insert=3, update=1, delete=2)
+
+
+def test_incremental_rounds_equal_truth_and_a_full_load(
+    account: EmulatorServer,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account.reset_stats()
+    first = run_sync(instance=instance)
+    assert first.success
+    assert set(sync_kinds(first).values()) == {"full"}  # nothing to continue from
+    full_requests = account.stats()["requests"]
+    assert_matches_truth(account, tmp_path / "incremental.duckdb")
+
+    for round_number in range(3):
+        change_everything(account, round_number)
+        account.reset_stats()
+        result = run_sync(instance=instance)
+        assert result.success
+        assert set(sync_kinds(result).values()) == {"incremental"}
+        assert account.stats()["requests"] < full_requests
+        assert_matches_truth(account, tmp_path / "incremental.duckdb")
+        # Every error check passes on the merged tables. (Customers deleted in Invoiced leave
+        # their invoices pointing at nothing: the warning check rightly says so.)
+        failed = [
+            e.event_specific_data.check_name
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not e.event_specific_data.passed
+            and e.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
+        ]
+        assert not failed, failed
+
+    # A fresh full load of the same account gives the same tables, row for row.
+    monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(tmp_path / "full.duckdb"))
+    monkeypatch.setenv("INVOICED_SYNC_MODE", "full")
+    assert run_sync().success
+    with duckdb.connect() as connection:
+        connection.execute(f"attach '{tmp_path / 'full.duckdb'}' as fresh (read_only)")
+        connection.execute(f"attach '{tmp_path / 'incremental.duckdb'}' as inc (read_only)")
+        tables = connection.execute(
+            "select table_name from information_schema.tables where table_catalog = 'fresh'"
+            " and table_schema = 'invoiced'"
+        ).fetchall()
+        assert len(tables) == 18
+        for (table,) in tables:
+            difference = connection.execute(
+                f"select count(*) from ((select * from fresh.invoiced.{table} except all"
+                f" select * from inc.invoiced.{table}) union all (select * from"
+                f" inc.invoiced.{table} except all select * from fresh.invoiced.{table}))"
+            ).fetchall()
+            assert difference == [(0,)], table
+
+
+def test_cursors_live_in_metadata_and_failures_keep_them(
+    account: EmulatorServer, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_sync(instance=instance).success
+    key = dg.AssetKey(["invoiced", "invoices"])
+    before = instance.get_latest_materialization_event(key).asset_materialization.metadata
+    assert before[CURSOR_UPDATED_AT].value == max(
+        r["updated_at"] for r in account.records("invoices")
+    )
+    assert before[CURSOR_EVENT_ID].value > 0
+    account.mutate("invoices", update=3)
+    monkeypatch.setenv("INVOICED_API_KEY", "revoked-key")
+    assert not run_sync(instance=instance).success
+    after = instance.get_latest_materialization_event(key).asset_materialization.metadata
+    assert after[CURSOR_UPDATED_AT].value == before[CURSOR_UPDATED_AT].value
+    monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
+    result = run_sync(instance=instance)
+    assert result.success and sync_kinds(result)["invoices"] == "incremental"
+    latest = instance.get_latest_materialization_event(key).asset_materialization.metadata
+    assert latest[CURSOR_UPDATED_AT].value > before[CURSOR_UPDATED_AT].value
+
+
+def test_full_reconciliation_when_due(
+    account: EmulatorServer, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_sync(instance=instance).success
+    monkeypatch.setattr("invoiced_assets.sync.now", lambda: 1e10)  # long after the full load
+    result = run_sync(instance=instance)
+    assert result.success and set(sync_kinds(result).values()) == {"full"}
+
+
+def test_a_dropped_table_is_reloaded_in_full(
+    account: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    assert run_sync(instance=instance).success
+    with duckdb.connect(str(tmp_path / "incremental.duckdb")) as connection:
+        connection.execute("drop table invoiced.payments")
+    result = run_sync(instance=instance)
+    kinds = sync_kinds(result)
+    assert result.success and kinds["payments"] == "full" and kinds["invoices"] == "incremental"
+    assert_matches_truth(account, tmp_path / "incremental.duckdb")
