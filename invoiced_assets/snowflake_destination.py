@@ -393,6 +393,10 @@ class SnowflakeWarehouse(SnowflakeResource):
 
     schema_name: str
 
+    def get_object_to_set_on_execution_context(self) -> Any:
+        # SnowflakeResource hands ops a raw connection; the sync needs this reader itself.
+        return self
+
     def read_table(
         self, table: str, key: tuple[str, ...], columns: Sequence[str] | None = None
     ) -> ShapedTable | None:
