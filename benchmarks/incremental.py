@@ -6,29 +6,17 @@ inserted, a third updated, a third deleted), runs the job again, and prints both
 requests and wall time. Dagster start-up (importing it and loading the definitions) is a fixed
 cost paid once per process and is reported apart.
 
-    python benchmarks/incremental.py --scale 5 --latency-ms 100
+    python benchmarks/incremental.py --scale 5 --latency-ms 100 --objects core
 """
 
 import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-from full_load import API_KEY, emulator_json, peak_rss_mb, start_emulator
-
-LISTINGS = (
-    "customers",
-    "invoices",
-    "payments",
-    "subscriptions",
-    "credit_notes",
-    "estimates",
-    "credit_balance_adjustments",
-)
+from full_load import add_arguments, emulator_json, peak_rss_mb, prepare
 
 
 def mutate(url: str, listing: str, insert: int, update: int, delete: int) -> None:
@@ -44,20 +32,12 @@ def mutate(url: str, listing: str, insert: int, update: int, delete: int) -> Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=5)
-    parser.add_argument("--latency-ms", type=float, default=100)
+    add_arguments(parser)
     parser.add_argument("--changed", type=float, default=0.01, help="share of records changed")
     args = parser.parse_args()
 
-    emulator, url = start_emulator(args.scale, args.latency_ms)
-    workdir = tempfile.mkdtemp(prefix="invoiced-bench-")
-    os.environ.update(
-        INVOICED_API_KEY=API_KEY,
-        INVOICED_BASE_URL=url,
-        INVOICED_DUCKDB_PATH=str(Path(workdir) / "warehouse.duckdb"),
-        INVOICED_SYNC_MODE="incremental",
-        DAGSTER_HOME=workdir,
-    )
+    emulator, url, enabled = prepare(args, INVOICED_SYNC_MODE="incremental")
+    workdir = os.environ["DAGSTER_HOME"]
     try:
         started = time.perf_counter()
         import dagster as dg
@@ -72,7 +52,7 @@ def main() -> int:
             for name in ("full", "incremental"):
                 if name == "incremental":
                     truth = emulator_json(url, "/_emulator/truth")
-                    for listing in LISTINGS:
+                    for listing in [name for name in enabled if name != "events"]:
                         third = max(1, round(truth[listing] * args.changed / 3))
                         mutate(url, listing, third, third, third)
                 emulator_json(url, "/_emulator/reset-stats", "POST")

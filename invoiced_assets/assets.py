@@ -19,7 +19,6 @@ from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.sync import SyncOptions, SyncStep
 
 KEY_PREFIX = "invoiced"
-GROUP_NAME = "invoiced"
 API_KEY = "invoiced"
 IO_MANAGER_KEY = "invoiced_io_manager"
 WAREHOUSE_KEY = "invoiced_warehouse"
@@ -95,7 +94,7 @@ def build_invoiced_assets(
     specs = [
         dg.AssetSpec(
             key=t.key,
-            group_name=GROUP_NAME,
+            group_name=t.obj.group,
             kinds={"invoiced", destination},
             description=t.description,
             metadata={

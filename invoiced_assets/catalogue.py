@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class FieldType(StrEnum):
@@ -73,16 +74,36 @@ class InvoicedObject:
     # Parameters every listing of this object needs to be complete (the service's quirks).
     list_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     children: tuple[ChildTable, ...] = ()
-    # Accepts start_date / end_date on `date` (lets a listing be split into date windows).
-    date_filterable: bool = False
+    # The field that start_date / end_date filter on, if the listing accepts them (lets a
+    # long listing be split into date windows read side by side).
+    date_field: str | None = None
     # The object's name in event types (`<event_object>.deleted`); None: emits no events.
     event_object: str | None = None
     # Accepts `updated_after`, so an incremental sync can list only what changed.
     incremental: bool = True
+    # The asset group the object's tables are shown in.
+    group: str = "billing"
+    # Listings that together hold every record (plans and items hide archived rows unless
+    # asked for them, and then list only those): each is walked, their union is the table.
+    list_variants: tuple[Mapping[str, str], ...] = (MappingProxyType({}),)
+    # Listed once per customer: the endpoint holds `{customer}`, and each row gets a
+    # `customer` column with that customer's id.
+    per_customer: bool = False
+    # Nested objects whose keys become columns `<field>_<key>` (events' `data`).
+    flatten: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # Append-only, newest first, read incrementally by id (events).
+    append_only: bool = False
+
+    @property
+    def date_filterable(self) -> bool:
+        return self.date_field is not None
 
     @property
     def field_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields)
+
+    def list_endpoint(self, customer: Any = None) -> str:
+        return self.endpoint.format(customer=customer) if self.per_customer else self.endpoint
 
 
 # Shapes shared by invoices, credit notes and estimates.
@@ -125,6 +146,7 @@ def _document_children(singular: str, plural: str) -> tuple[ChildTable, ...]:
 
 CUSTOMERS = InvoicedObject(
     name="customers",
+    group="customers",
     endpoint="/customers",
     description=(
         "Every customer (account) billed in Invoiced: contact and billing address, payment terms,"
@@ -159,7 +181,7 @@ INVOICES = InvoicedObject(
         " payment_url pdf_url created_at:timestamp updated_at:timestamp metadata:json"
     ),
     children=_document_children("invoice", "invoices"),
-    date_filterable=True,
+    date_field="date",
     event_object="invoice",
 )
 
@@ -189,7 +211,7 @@ PAYMENTS = InvoicedObject(
             ),
         ),
     ),
-    date_filterable=True,
+    date_field="date",
     event_object="payment",
 )
 
@@ -242,7 +264,7 @@ CREDIT_NOTES = InvoicedObject(
         " created_at:timestamp updated_at:timestamp metadata:json"
     ),
     children=_document_children("credit_note", "credit_notes"),
-    date_filterable=True,
+    date_field="date",
     event_object="credit_note",
 )
 
@@ -261,7 +283,7 @@ ESTIMATES = InvoicedObject(
         " created_at:timestamp updated_at:timestamp metadata:json"
     ),
     children=_document_children("estimate", "estimates"),
-    date_filterable=True,
+    date_field="date",
     event_object="estimate",
 )
 
@@ -280,6 +302,143 @@ CREDIT_BALANCE_ADJUSTMENTS = InvoicedObject(
     event_object="transaction",  # its events are named transaction.*
 )
 
+_ARCHIVED_TOO = (MappingProxyType({}), MappingProxyType({"archived": "1"}))
+
+PLANS = InvoicedObject(
+    name="plans",
+    endpoint="/plans",
+    description=(
+        "Subscription plans, archived ones included: price, billing interval, pricing mode."
+        " Tiers of tiered plans are in `plan_tiers`. Ids are chosen by the business."
+    ),
+    fields=fields(
+        "id object name currency amount:decimal interval interval_count:integer catalog_item"
+        " pricing_mode quantity_type archived:boolean created_at:timestamp updated_at:timestamp"
+        " metadata:json"
+    ),
+    children=(
+        ChildTable(
+            "plan_tiers",
+            "tiers",
+            "plan_id",
+            "One row per price tier of each tiered plan.",
+            fields("min_qty:decimal max_qty:decimal unit_cost:decimal"),
+        ),
+    ),
+    incremental=False,  # ignores updated_after and emits no events: always read in full
+    group="catalog",
+    list_variants=_ARCHIVED_TOO,
+)
+
+ITEMS = InvoicedObject(
+    name="items",
+    endpoint="/items",
+    description="Catalog items (products and services), archived ones included: unit cost, taxes.",
+    fields=fields(
+        "id object name currency unit_cost:decimal description type taxes:json gl_account"
+        " discountable:boolean taxable:boolean avalara_tax_code avalara_location_code"
+        " archived:boolean created_at:timestamp updated_at:timestamp metadata:json"
+    ),
+    incremental=False,
+    group="catalog",
+    list_variants=_ARCHIVED_TOO,
+)
+
+COUPONS = InvoicedObject(
+    name="coupons",
+    endpoint="/coupons",
+    description="Coupons: a fixed or percentage value, exclusivity, expiry and redemption limit.",
+    fields=fields(
+        "id object name currency value:decimal is_percent:boolean exclusive:boolean"
+        " expiration_date:timestamp max_redemptions:integer created_at:timestamp"
+        " updated_at:timestamp metadata:json"
+    ),
+    incremental=False,
+    group="catalog",
+)
+
+TAX_RATES = InvoicedObject(
+    name="tax_rates",
+    endpoint="/tax_rates",
+    description="Tax rates: a fixed or percentage value, and whether prices include the tax.",
+    fields=fields(
+        "id object name currency value:decimal is_percent:boolean inclusive:boolean"
+        " created_at:timestamp updated_at:timestamp metadata:json"
+    ),
+    incremental=False,
+    group="catalog",
+)
+
+NOTES = InvoicedObject(
+    name="notes",
+    endpoint="/notes",
+    description="Collection notes written on customers and invoices, with who wrote them.",
+    fields=fields(
+        "id:integer object customer:integer invoice:integer notes user:json"
+        " created_at:timestamp updated_at:timestamp"
+    ),
+    event_object="note",
+    group="collections",
+)
+
+TASKS = InvoicedObject(
+    name="tasks",
+    endpoint="/tasks",
+    description="Collection tasks (calls, letters, reviews) on customers: due date, completion.",
+    fields=fields(
+        "id:integer action name customer_id:integer user_id:integer due_date:timestamp"
+        " complete:boolean completed_date:timestamp completed_by_user_id:integer"
+        " chase_step_id:integer created_at:timestamp updated_at:timestamp"
+    ),
+    event_object="task",
+    group="collections",
+)
+
+CONTACTS = InvoicedObject(
+    name="contacts",
+    endpoint="/customers/{customer}/contacts",
+    description="Contacts of each customer: name, title, email, phone, address, primary flag.",
+    fields=fields(
+        "id:integer object customer:integer name title email phone primary:boolean"
+        " sms_enabled:boolean department address1 address2 city state postal_code country"
+        " created_at:timestamp updated_at:timestamp"
+    ),
+    event_object="contact",
+    group="customers",
+    per_customer=True,
+)
+
+PAYMENT_SOURCES = InvoicedObject(
+    name="payment_sources",
+    endpoint="/customers/{customer}/payment_sources",
+    description=(
+        "Saved payment sources of each customer: cards (brand, last 4, expiry, funding) and"
+        " bank accounts (bank, last 4, routing number, verified)."
+    ),
+    fields=fields(
+        "id:integer object customer:integer brand last4 exp_month:integer exp_year:integer"
+        " funding bank_name routing_number verified:boolean currency created_at:timestamp"
+        " updated_at:timestamp"
+    ),
+    group="customers",
+    per_customer=True,
+)
+
+EVENTS = InvoicedObject(
+    name="events",
+    endpoint="/events",
+    description=(
+        "The account's activity log, append-only: every create, update and delete, with the"
+        " object as it was (`data_object`) and, for updates, its previous values"
+        " (`data_previous`)."
+    ),
+    fields=fields("id:integer object type timestamp:timestamp data_object:json data_previous:json"),
+    group="activity",
+    date_field="timestamp",
+    flatten=MappingProxyType({"data": ("object", "previous")}),
+    append_only=True,
+)
+
 CATALOGUE: tuple[InvoicedObject, ...] = (
     CUSTOMERS,
     INVOICES,
@@ -288,6 +447,15 @@ CATALOGUE: tuple[InvoicedObject, ...] = (
     CREDIT_NOTES,
     ESTIMATES,
     CREDIT_BALANCE_ADJUSTMENTS,
+    PLANS,
+    ITEMS,
+    COUPONS,
+    TAX_RATES,
+    NOTES,
+    TASKS,
+    CONTACTS,
+    PAYMENT_SOURCES,
+    EVENTS,
 )
 
 OBJECTS_BY_NAME: Mapping[str, InvoicedObject] = MappingProxyType({o.name: o for o in CATALOGUE})

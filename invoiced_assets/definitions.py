@@ -3,6 +3,7 @@
 import dagster as dg
 
 from invoiced_assets.assets import IO_MANAGER_KEY, WAREHOUSE_KEY, build_invoiced_assets
+from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.destinations import build_io_manager, build_warehouse
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.schedules import build_sync_job, build_sync_schedule
@@ -15,6 +16,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             build_invoiced_assets(
+                [obj for obj in CATALOGUE if obj.name not in settings.disabled_objects],
                 destination=settings.destination,
                 frequency_hours=settings.sync_frequency_hours,
                 options=SyncOptions(

@@ -21,7 +21,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from invoiced_assets.api_errors import InvoicedAuthenticationError, InvoicedError
+from invoiced_assets.api_errors import (
+    InvoicedAuthenticationError,
+    InvoicedError,
+    InvoicedNotFoundError,
+)
 from invoiced_assets.catalogue import InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, Listing, ListingStats
 from invoiced_assets.shaping import ObjectShaper, ShapedTable
@@ -46,7 +50,11 @@ class ReadPlan:
 
     obj: InvoicedObject
     tables: frozenset[str] = field(default_factory=frozenset)
-    updated_after: int | None = None  # None: a full read
+    updated_after: int | None = None  # records updated after this (None: a full read)
+    after_id: int | None = None  # append-only listings: records after this id
+    # Per-customer listings read incrementally: customers to read again whatever their
+    # updated_at says (their contacts changed, according to the events).
+    also_customers: frozenset = field(default_factory=frozenset)
 
 
 @dataclass
@@ -58,6 +66,8 @@ class Extraction:
     tables: dict[str, ShapedTable] | None = None
     ids: set | None = None  # every primary key read, for reference checks
     max_updated_at: int | None = None  # the newest updated_at read (the incremental cursor)
+    max_id: int | None = None  # append-only listings: the newest id read
+    customers_read: "CustomerRead | None" = None  # per-customer objects: whose listings
     error: BaseException | None = None
 
     @property
@@ -66,6 +76,53 @@ class Extraction:
 
 
 Window = tuple[int | None, int | None]
+
+
+@dataclass
+class CustomerRead:
+    """The customers whose per-customer listings a read covers."""
+
+    ids: set[Any]
+    max_updated_at: int | None
+    requests: int = 0
+
+    @classmethod
+    def walk(cls, client: InvoicedClient, updated_after: int | None) -> "CustomerRead":
+        """Customers (updated after the cursor, or all), from the customers listing."""
+        listing = client.object_listing("customers", updated_after=updated_after)
+        ids: set[Any] = set()
+        newest: int | None = None
+        for page in listing:
+            ids.update(record["id"] for record in page)
+            stamps = [r["updated_at"] for r in page if isinstance(r.get("updated_at"), int)]
+            newest = max([*stamps, *([newest] if newest is not None else [])], default=None)
+        return cls(ids, newest, listing.stats.requests)
+
+
+class CustomerIds:
+    """Every customer id, for per-customer listings: from this run's full customers read when
+    there is one (awaited), else from a walk of the customers listing of their own (once)."""
+
+    def __init__(self, client: InvoicedClient, *, from_customers_read: bool) -> None:
+        self._future: Future[CustomerRead] = Future()
+        self._client = client
+        self._from_customers_read = from_customers_read
+        self._lock = threading.Lock()
+
+    def set(self, read: CustomerRead) -> None:
+        if not self._future.done():
+            self._future.set_result(read)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+
+    def result(self) -> CustomerRead:
+        if not self._from_customers_read:
+            with self._lock:
+                if not self._future.done():
+                    self._future.set_result(CustomerRead.walk(self._client, None))
+        return self._future.result()
 
 
 def date_windows(
@@ -79,7 +136,7 @@ def date_windows(
     if not obj.date_filterable:
         return [(None, None)]
     started = time.monotonic()
-    earliest = client.get(obj.endpoint, {**params, "sort": "date asc", "per_page": 1})
+    earliest = client.get(obj.endpoint, {**params, "sort": f"{obj.date_field} asc", "per_page": 1})
     round_trip = time.monotonic() - started
     stats.requests += earliest.attempts
     total = earliest.response.headers.get("X-Total-Count", "")
@@ -87,9 +144,10 @@ def date_windows(
     count = min(MAX_WINDOWS, pages // PAGES_PER_WINDOW)
     if count < 2 or not earliest.body or round_trip < WINDOW_MIN_ROUND_TRIP_SECONDS:
         return [(None, None)]
-    latest = client.get(obj.endpoint, {**params, "sort": "date desc", "per_page": 1})
+    latest = client.get(obj.endpoint, {**params, "sort": f"{obj.date_field} desc", "per_page": 1})
     stats.requests += latest.attempts
-    first, last = earliest.body[0].get("date"), (latest.body or [{}])[0].get("date")
+    field = obj.date_field or "date"
+    first, last = earliest.body[0].get(field), (latest.body or [{}])[0].get(field)
     if not isinstance(first, int) or not isinstance(last, int) or last - first < count:
         return [(None, None)]
     bounds = [first + (last - first) * i // count for i in range(1, count)]
@@ -100,7 +158,8 @@ def date_windows(
 
 def _merge_stats(name: str, listings: list[Listing], elapsed: float) -> ListingStats:
     merged = ListingStats(listing=name, elapsed_seconds=elapsed)
-    totals = [listing.stats.total_count for listing in listings]
+    # A listing with no page answered is one of a deleted customer (404): it counts nothing.
+    totals = [listing.stats.total_count for listing in listings if listing.stats.pages]
     merged.total_count = None if None in totals else sum(t for t in totals if t is not None)
     for listing in listings:
         for attribute in ("pages", "records", "requests", "retries", "rate_limited"):
@@ -142,57 +201,140 @@ def _progress_line(name: str, stats: ListingStats, page_size: int, elapsed: floa
     return line + f" ({rate:.0f} records/s)"
 
 
+def _page_filter(plan: ReadPlan, stop: threading.Event) -> Callable[[list], list]:
+    """Append-only listings are newest first: keep what is newer than the cursor, then stop."""
+    if plan.after_id is None:
+        return lambda page: page
+
+    def newer(page: list) -> list:
+        fresh = [record for record in page if int(record["id"]) > plan.after_id]
+        if len(fresh) < len(page):
+            stop.set()
+        return fresh
+
+    return newer
+
+
+def _customer_listings(
+    client: InvoicedClient, plan: ReadPlan, customers: "CustomerIds"
+) -> tuple[list[tuple[Listing, dict[str, Any]]], CustomerRead]:
+    """One listing per customer (and per variant) for a per-customer object."""
+    if plan.updated_after is not None:
+        # Only customers changed since the cursor: their listings are read again whole.
+        changed = CustomerRead.walk(client, plan.updated_after)
+        changed.ids |= plan.also_customers
+    else:
+        changed = customers.result()
+    listings = [
+        (client.object_listing(plan.obj.name, customer=customer, params=variant), {"customer": customer})
+        for customer in sorted(changed.ids, key=str)
+        for variant in plan.obj.list_variants
+    ]  # fmt: skip
+    return listings, changed
+
+
 def extract_object(
     client: InvoicedClient,
     plan: ReadPlan,
     *,
     cancelled: threading.Event | None = None,
+    customers: "CustomerIds | None" = None,
     log: Callable[[str], None] = _default_log,
 ) -> Extraction:
-    """Read one object (its date windows side by side), shaping each page as it arrives.
+    """Read one object (its listings side by side), shaping each page as it arrives.
 
-    Then ask the complete listing's X-Total-Count once more, so the row-count check can allow
-    for records created or deleted during the read.
+    An object's listings are its date windows, its variants (archived plans and items), or one
+    per customer. Then the complete listing's X-Total-Count is asked once more, so the
+    row-count check can allow for records created or deleted during the read.
     """
     obj = plan.obj
     started = time.monotonic()
-    base = client.object_listing(obj.name, updated_after=plan.updated_after)
     planning = ListingStats(obj.endpoint)
-    windows = date_windows(client, obj, base.params, planning)
-    listings = [
-        client.object_listing(
-            obj.name, updated_after=plan.updated_after, start_date=start, end_date=end
-        )
-        for start, end in windows
-    ]
+    read_customers: CustomerRead | None = None
+    if obj.per_customer:
+        assert customers is not None
+        listings, read_customers = _customer_listings(client, plan, customers)
+    else:
+        listings = []
+        for variant in obj.list_variants:
+            base = client.object_listing(obj.name, updated_after=plan.updated_after, params=variant)
+            windows = [(None, None)]
+            if plan.updated_after is None and plan.after_id is None:
+                windows = date_windows(client, obj, base.params, planning)
+            listings += [
+                (
+                    client.object_listing(
+                        obj.name,
+                        updated_after=plan.updated_after,
+                        start_date=start,
+                        end_date=end,
+                        params=variant,
+                    ),
+                    {},
+                )
+                for start, end in windows
+            ]
     shaper = ObjectShaper(obj, plan.tables)
     shaper_lock = threading.Lock()
-    progress = _Progress(obj.name, listings, client.settings.page_size, log)
+    progress = _Progress(
+        obj.name, [listing for listing, _ in listings], client.settings.page_size, log
+    )
+    stop = threading.Event()
+    keep = _page_filter(plan, stop)
 
-    def walk(listing: Listing) -> None:
+    def walk(listing: Listing, extra: dict[str, Any]) -> None:
+        try:
+            read(listing, extra)
+        except InvoicedNotFoundError:
+            if not obj.per_customer:
+                raise
+            # The customer was deleted since its id was read: it has no contacts any more.
+
+    def read(listing: Listing, extra: dict[str, Any]) -> None:
         for page in listing:
             if cancelled is not None and cancelled.is_set():
                 raise ExtractionCancelled(f"{obj.name}: stopped because another listing failed")
+            page = keep(page)
+            if extra:
+                page = [{**record, **extra} for record in page]
             with shaper_lock:
                 shaper.add_page(page)
             progress.tick()
+            if stop.is_set():
+                break
 
     if len(listings) == 1:
-        walk(listings[0])
-    else:
-        with ThreadPoolExecutor(len(listings), thread_name_prefix=f"{obj.name}-window") as pool:
-            for future in [pool.submit(walk, listing) for listing in listings]:
+        walk(*listings[0])
+    elif listings:
+        workers = min(len(listings), max(2, client.settings.max_in_flight))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{obj.name}-listing") as pool:
+            for future in [pool.submit(walk, *listing) for listing in listings]:
                 future.result()
-    stats = _merge_stats(obj.endpoint, listings, time.monotonic() - started)
-    complete = client.object_listing(obj.name)  # the whole listing, whatever was read
-    stats.total_count_after = complete.count_now()
-    stats.requests += complete.stats.requests + planning.requests
+    stats = _merge_stats(
+        obj.endpoint, [listing for listing, _ in listings], time.monotonic() - started
+    )
+    stats.requests += planning.requests
+    if not obj.per_customer:
+        # The whole listing (every variant), whatever part of it was read.
+        complete = [client.object_listing(obj.name, params=v) for v in obj.list_variants]
+        counts = [listing.count_now() for listing in complete]
+        stats.total_count_after = (
+            None if None in counts else sum(c for c in counts if c is not None)
+        )
+        stats.requests += sum(listing.stats.requests for listing in complete)
+    if (plan.updated_after is not None or plan.after_id is not None) and not obj.per_customer:
+        stats.total_count = None  # the read's own count covers only the changes
+    if read_customers is not None:
+        stats.requests += read_customers.requests
+    max_updated_at = read_customers.max_updated_at if read_customers else shaper.max_updated_at
     return Extraction(
         plan,
         stats,
         tables=shaper.finish(),
         ids=shaper.ids,
-        max_updated_at=shaper.max_updated_at,
+        max_updated_at=max_updated_at,
+        max_id=shaper.max_id,
+        customers_read=read_customers,
     )
 
 
@@ -206,16 +348,30 @@ def extract_concurrently(
 
     A failed object is yielded with its error, after which the others continue (their tables are
     still worth writing), except when the key is rejected: then the rest stop early.
+    Per-customer objects wait for the customers read of the same run for their customer ids.
     """
     plans = list(plans)
     if not plans:
         return
     cancelled = threading.Event()
+    full_customers_read = any(p.obj.name == "customers" and p.updated_after is None for p in plans)
+    customers = CustomerIds(client, from_customers_read=full_customers_read)
+
+    def read(plan: ReadPlan) -> Extraction:
+        try:
+            extraction = extract_object(
+                client, plan, cancelled=cancelled, customers=customers, log=log
+            )
+        except BaseException as exc:
+            if plan.obj.name == "customers":
+                customers.fail(exc)
+            raise
+        if plan.obj.name == "customers" and plan.updated_after is None:
+            customers.set(CustomerRead(extraction.ids or set(), extraction.max_updated_at))
+        return extraction
+
     with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="invoiced-listing") as pool:
-        futures: dict[Future, ReadPlan] = {
-            pool.submit(extract_object, client, plan, cancelled=cancelled, log=log): plan
-            for plan in plans
-        }
+        futures: dict[Future, ReadPlan] = {pool.submit(read, plan): plan for plan in plans}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -50,9 +50,13 @@ class SyncState:
 
         return cls(number(CURSOR_UPDATED_AT), number(CURSOR_EVENT_ID), number(LAST_FULL_LOAD_AT))
 
-    def can_continue(self, now: float, reconcile_hours: float) -> bool:
-        """Whether an incremental read can follow this state (else a full load is due)."""
-        if None in (self.cursor_updated_at, self.cursor_event_id, self.last_full_load_at):
+    def can_continue(self, now: float, reconcile_hours: float, *, by_id: bool = False) -> bool:
+        """Whether an incremental read can follow this state (else a full load is due).
+
+        `by_id`: an append-only table continues from its newest event id alone.
+        """
+        cursor = self.cursor_event_id if by_id else self.cursor_updated_at
+        if None in (cursor, self.cursor_event_id, self.last_full_load_at):
             return False
         assert self.last_full_load_at is not None
         return now - self.last_full_load_at < reconcile_hours * 3600
@@ -83,15 +87,20 @@ EVENT_OBJECTS: Mapping[str, InvoicedObject] = {
 
 @dataclass
 class Deletions:
-    """Records deleted in Invoiced since an event id, by object name."""
+    """What `/events` says happened since an event id: deleted records by object name, and,
+    for per-customer objects (contacts), the customers whose records changed in any way."""
 
     since_event_id: int
     newest_event_id: int
     ids: dict[str, set[Any]] = field(default_factory=dict)
+    touched_customers: dict[str, set[Any]] = field(default_factory=dict)
     stats: ListingStats = field(default_factory=lambda: ListingStats("/events"))
 
     def for_object(self, obj: InvoicedObject) -> set[Any]:
         return self.ids.get(obj.name, set())
+
+    def customers_touched(self, obj: InvoicedObject) -> set[Any]:
+        return self.touched_customers.get(obj.name, set())
 
 
 def newest_event_id(client: InvoicedClient) -> int:
@@ -112,9 +121,14 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
             deletions.newest_event_id = max(deletions.newest_event_id, event_id)
             object_type, _, action = str(event.get("type", "")).rpartition(".")
             obj = EVENT_OBJECTS.get(object_type)
-            deleted = ((event.get("data") or {}).get("object") or {}).get("id")
-            if action == "deleted" and obj is not None and deleted is not None:
-                deletions.ids.setdefault(obj.name, set()).add(deleted)
+            if obj is None:
+                continue
+            subject = (event.get("data") or {}).get("object") or {}
+            if action == "deleted" and subject.get("id") is not None:
+                deletions.ids.setdefault(obj.name, set()).add(subject["id"])
+            if obj.per_customer and subject.get("customer") is not None:
+                # A contact added or changed leaves its customer's updated_at as it was.
+                deletions.touched_customers.setdefault(obj.name, set()).add(subject["customer"])
     return deletions
 
 

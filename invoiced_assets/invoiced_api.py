@@ -372,10 +372,12 @@ class InvoicedClient:
         filters: Mapping[str, Any] | None = None,
         sort: str | None = None,
         params: Mapping[str, Any] | None = None,
+        customer: Any = None,
     ) -> "Listing":
         """A complete listing of a catalogue object, with the parameters its quirks need.
 
-        `filters` become `filter[FIELD]=VALUE`; dates are UNIX seconds.
+        `filters` become `filter[FIELD]=VALUE`; dates are UNIX seconds; `customer` is the
+        customer whose records a per-customer listing (contacts, payment sources) walks.
         """
         obj = get_object(object_name)
         query: dict[str, Any] = dict(obj.list_params)
@@ -390,7 +392,7 @@ class InvoicedClient:
         for name, value in (filters or {}).items():
             query[f"filter[{name}]"] = value
         query.update(params or {})
-        return self.listing(obj.endpoint, query)
+        return self.listing(obj.list_endpoint(customer), query)
 
     def get_record(self, object_name: str, record_id: int | str) -> dict[str, Any]:
         """One record by id (`GET /<endpoint>/<id>`)."""

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from invoiced_assets.assets import GROUP_NAME
+from invoiced_assets.assets import KEY_PREFIX
 
 JOB_NAME = "invoiced_sync"
 SCHEDULE_NAME = "invoiced_sync_schedule"
@@ -28,7 +28,7 @@ def cron_for_frequency(hours: int) -> str:
 def build_sync_job() -> Any:
     return dg.define_asset_job(
         name=JOB_NAME,
-        selection=dg.AssetSelection.groups(GROUP_NAME),
+        selection=dg.AssetSelection.key_prefixes([KEY_PREFIX]),
         description="Full load of every Invoiced table into the warehouse.",
         # One step reads every listing with threads; a second process would only add start-up.
         executor_def=dg.in_process_executor,

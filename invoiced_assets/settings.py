@@ -46,6 +46,7 @@ class Settings:
     sync_frequency_hours: int
     sync_mode: Literal["full", "incremental"] = "full"
     full_reconcile_hours: float = 24.0
+    disabled_objects: frozenset[str] = frozenset()
     min_row_ratio: float = 0.5
     step_retries: int = 2
     step_retry_delay_seconds: float = 60.0
@@ -122,6 +123,22 @@ def parse_sync_mode(raw: str | None) -> Literal["full", "incremental"]:
     return value  # type: ignore[return-value]
 
 
+def parse_disabled_objects(raw: str | None) -> frozenset[str]:
+    """INVOICED_DISABLED_OBJECTS: comma-separated objects not to replicate (e.g. events,tasks)."""
+    from invoiced_assets.catalogue import OBJECTS_BY_NAME
+
+    names = frozenset(n.strip().lower() for n in (raw or "").split(",") if n.strip())
+    unknown = sorted(names - set(OBJECTS_BY_NAME))
+    if unknown:
+        raise SettingsError(
+            f"INVOICED_DISABLED_OBJECTS names unknown objects: {', '.join(unknown)}. Known:"
+            f" {', '.join(OBJECTS_BY_NAME)}."
+        )
+    if len(names) == len(OBJECTS_BY_NAME):
+        raise SettingsError("INVOICED_DISABLED_OBJECTS disables every object: leave at least one.")
+    return names
+
+
 def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
     value = (raw or "production").strip().lower()
     if value not in ENVIRONMENT_URLS:
@@ -191,6 +208,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         full_reconcile_hours=_parse_number(
             env, "INVOICED_FULL_RECONCILE_HOURS", 24, 1, 24 * 365, whole=False
         ),
+        disabled_objects=parse_disabled_objects(env.get("INVOICED_DISABLED_OBJECTS")),
         min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
         step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
         step_retry_delay_seconds=_parse_number(

@@ -84,6 +84,10 @@ class ShapedTable:
     def column_types(self) -> dict[str, FieldType]:
         return {c.name: c.type for c in self.columns}
 
+    def empty_like(self) -> "ShapedTable":
+        """The same table with no rows (to remove rows in a merge without adding any)."""
+        return ShapedTable(self.name, self.key, list(self.columns), self.frame.iloc[0:0])
+
 
 # Python value kinds seen in a column, used to decide its final type.
 _BOOL, _INT, _FLOAT, _STR, _NESTED = "bool", "int", "float", "str", "nested"
@@ -222,6 +226,7 @@ class ObjectShaper:
         self.obj = obj
         self.ids: set[Any] = set()  # every primary key seen, even when the table is not built
         self.max_updated_at: int | None = None
+        self.max_id: int | None = None
         self._parent: TableBuilder | None = None
         if wanted is None or obj.name in wanted:
             self._parent = TableBuilder(
@@ -238,6 +243,8 @@ class ObjectShaper:
 
     def add_page(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Add a page; a record already added (overlapping reads, offset paging) is skipped."""
+        if self.obj.flatten:
+            records = [flatten(record, self.obj.flatten) for record in records]
         key = self.obj.primary_key
         if any(record.get(key) in self.ids for record in records):
             records = [record for record in records if record.get(key) not in self.ids]
@@ -245,6 +252,8 @@ class ObjectShaper:
         updated = [r.get("updated_at") for r in records if isinstance(r.get("updated_at"), int)]
         if updated:
             self.max_updated_at = max(self.max_updated_at or 0, *updated)
+        if self.obj.append_only and records:
+            self.max_id = max(self.max_id or 0, *(int(r[key]) for r in records))
         if self._parent is not None:
             self._parent.add_rows(records)
         for child, builder in self._children:
@@ -259,6 +268,16 @@ class ObjectShaper:
     def finish(self) -> dict[str, ShapedTable]:
         builders = ([self._parent] if self._parent else []) + [b for _, b in self._children]
         return {builder.name: builder.finish() for builder in builders}
+
+
+def flatten(record: Mapping[str, Any], nested: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """`{"data": {"object": x}}` as `{"data_object": x}` for each listed nested field and key."""
+    flat = {name: value for name, value in record.items() if name not in nested}
+    for name, keys in nested.items():
+        inner = record.get(name) or {}
+        for key in keys:
+            flat[f"{name}_{key}"] = inner.get(key) if isinstance(inner, Mapping) else None
+    return flat
 
 
 def child_builder(obj: InvoicedObject, child: ChildTable) -> TableBuilder:

@@ -11,6 +11,7 @@ through the same path as a full load; see `incremental` for the cursors and when
 loaded in full instead.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,10 +107,28 @@ class SyncStep:
             and not (self.options.incremental and self._customer_ids_from_warehouse() is not None)
         ):
             wanted[CUSTOMERS] = set()  # its ids only, to resolve references
-        return [
-            ReadPlan(obj, frozenset(names), self._updated_after(obj, names))
-            for obj, names in wanted.items()
-        ]
+        plans = [self._plan(obj, names) for obj, names in wanted.items()]
+        needs_all_customers = any(p.obj.per_customer and p.updated_after is None for p in plans)
+        if needs_all_customers and CUSTOMERS not in wanted and not self.options.incremental:
+            plans.append(ReadPlan(CUSTOMERS))  # their ids, for the per-customer listings
+        return plans
+
+    def _plan(self, obj: InvoicedObject, names: set[str]) -> ReadPlan:
+        if obj.append_only:
+            after_id = self._after_id(obj, names)
+            return ReadPlan(obj, frozenset(names), after_id=after_id)
+        return ReadPlan(obj, frozenset(names), self._updated_after(obj, names))
+
+    def _after_id(self, obj: InvoicedObject, names: set[str]) -> int | None:
+        if not (self.options.incremental and names and self.warehouse):
+            return None
+        states = [self.history[name].state for name in names]
+        reconcile = self.options.full_reconcile_hours
+        if not all(state.can_continue(self.now, reconcile, by_id=True) for state in states):
+            return None
+        if not all(table_exists(self.warehouse, n, self.tables[n].primary_key) for n in names):
+            return None
+        return min(state.cursor_event_id or 0 for state in states)
 
     def _updated_after(self, obj: InvoicedObject, names: set[str]) -> int | None:
         """The incremental cursor of a read, or None when a full read is due."""
@@ -132,7 +151,9 @@ class SyncStep:
 
     def run(self) -> Iterator[dg.Output | dg.AssetCheckResult]:
         plans = self.plans()
-        incremental_plans = [p for p in plans if p.updated_after is not None]
+        incremental_plans = [
+            p for p in plans if p.updated_after is not None or p.after_id is not None
+        ]
         self.context.log.info(
             f"Reading {len(plans)} Invoiced listings from {self.client.settings.base_url}: "
             + ", ".join(
@@ -151,6 +172,14 @@ class SyncStep:
                 )
                 deletions = read_deletions(self.client, since)
                 event_cursor = deletions.newest_event_id
+                plans = [
+                    dataclasses.replace(
+                        p, also_customers=frozenset(deletions.customers_touched(p.obj))
+                    )
+                    if p.obj.per_customer and p.updated_after is not None
+                    else p
+                    for p in plans
+                ]
             else:
                 event_cursor = newest_event_id(self.client)
         except InvoicedError as exc:
@@ -195,7 +224,8 @@ class SyncStep:
         """The tables to write and the object's ids, after merging an incremental read."""
         assert extraction.tables is not None
         obj, changed = extraction.obj, extraction.ids or set()
-        if extraction.plan.updated_after is None:
+        plan = extraction.plan
+        if plan.updated_after is None and plan.after_id is None:
             return extraction.tables, changed
         assert self.warehouse is not None and deletions is not None
         deleted = deletions.for_object(obj)
@@ -205,6 +235,14 @@ class SyncStep:
             table = self.tables[name]
             previous = self.warehouse.read_table(name, table.primary_key)
             assert previous is not None  # checked when planning
+            if obj.per_customer:
+                # Every listing read is a customer's whole listing: replace those customers'
+                # rows, drop deleted customers' rows, and rows deleted on their own.
+                assert extraction.customers_read is not None
+                gone = extraction.customers_read.ids | deletions.for_object(CUSTOMERS)
+                previous = merge_tables(previous, shaped.empty_like(), "id", deleted)
+                merged[name] = merge_tables(previous, shaped, "customer", gone)
+                continue
             key_column = table.child.parent_key_column if table.child else obj.primary_key
             merged[name] = merge_tables(previous, shaped, key_column, replaced)
         if obj.name in merged:
@@ -226,11 +264,15 @@ class SyncStep:
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         table = self.tables[name]
         record = self.history[name]
-        full = extraction.plan.updated_after is None
+        full = extraction.plan.updated_after is None and extraction.plan.after_id is None
+        obj = extraction.obj
         state = record.state.next_metadata(
             full=full,
             newest_updated_at=extraction.max_updated_at,
-            event_id=event_cursor,
+            # An append-only table continues after the newest event it holds.
+            event_id=max(extraction.max_id or 0, record.state.cursor_event_id or 0)
+            if obj.append_only
+            else event_cursor,
             now=self.now,
         )
         yield dg.Output(
@@ -250,7 +292,12 @@ class SyncStep:
                 shaped.row_count, record.rows, self.options.min_row_ratio
             ),
         }
-        if table.child is None:
+        if table.child is None and obj.per_customer and not full:
+            # Only the changed customers' listings were read: count their rows.
+            assert extraction.customers_read is not None
+            rows = int(shaped.frame["customer"].isin(extraction.customers_read.ids).sum())
+            outcomes[checks.ROW_COUNT] = checks.check_row_count(rows, stats.total_count, None)
+        elif table.child is None:
             # An incremental read's own X-Total-Count counts only the changes.
             before = stats.total_count if full else None
             outcomes[checks.ROW_COUNT] = checks.check_row_count(

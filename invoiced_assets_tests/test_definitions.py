@@ -20,7 +20,7 @@ from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.definitions import build_definitions
 from invoiced_assets.duckdb_destination import InvoicedDuckDBIOManager
 from invoiced_assets.invoiced_api import InvoicedResource
-from invoiced_assets.settings import load_settings
+from invoiced_assets.settings import SettingsError, load_settings
 from invoiced_assets.snowflake_destination import InvoicedSnowflakeIOManager
 
 EXPECTED_TABLES = {
@@ -28,8 +28,15 @@ EXPECTED_TABLES = {
     "credit_balance_adjustments", "invoice_line_items", "invoice_discounts", "invoice_taxes",
     "credit_note_line_items", "credit_note_discounts", "credit_note_taxes",
     "estimate_line_items", "estimate_discounts", "estimate_taxes", "payment_applications",
-    "subscription_addons",
+    "subscription_addons", "plans", "plan_tiers", "items", "coupons", "tax_rates", "notes",
+    "tasks", "contacts", "payment_sources", "events",
 }  # fmt: skip
+GROUPS = {
+    "customers": {"customers", "contacts", "payment_sources"},
+    "catalog": {"plans", "plan_tiers", "items", "coupons", "tax_rates"},
+    "collections": {"notes", "tasks"},
+    "activity": {"events"},
+}
 
 
 def test_module_defs_load() -> None:
@@ -45,7 +52,8 @@ def test_assets_job_and_schedule() -> None:
     assert {key.path[-1] for key in specs} == EXPECTED_TABLES
     for key, spec in specs.items():
         assert key.path[0] == "invoiced" and len(key.path) == 2
-        assert spec.group_name == "invoiced"
+        expected_group = next((g for g, t in GROUPS.items() if key.path[-1] in t), "billing")
+        assert spec.group_name == expected_group
         assert {"invoiced", "duckdb"} <= set(spec.kinds)
         assert spec.description and spec.metadata["primary_key"]
         # Stale when a 6-hourly sync is an hour late, failed when two in a row were missed.
@@ -66,6 +74,14 @@ def test_catalogue_drives_the_assets() -> None:
     names = [t.table for t in table_assets(CATALOGUE)]
     assert len(names) == len(set(names)) == len(EXPECTED_TABLES)
     assert [t.table for t in table_assets(CATALOGUE[:1])] == ["customers"]
+
+
+def test_objects_can_be_switched_off() -> None:
+    defs = build_definitions(load_settings({"INVOICED_DISABLED_OBJECTS": "events, tasks,plans"}))
+    tables = {spec.key.path[-1] for spec in defs.resolve_all_asset_specs()}
+    assert tables == EXPECTED_TABLES - {"events", "tasks", "plans", "plan_tiers"}
+    with pytest.raises(SettingsError, match=r"INVOICED_DISABLED_OBJECTS.*refunds"):
+        load_settings({"INVOICED_DISABLED_OBJECTS": "refunds"})
 
 
 def test_no_deprecation_warnings_from_our_code() -> None:

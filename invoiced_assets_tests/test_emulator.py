@@ -8,10 +8,16 @@ strict `updated_after`; inclusive `start_date`/`end_date`; strict parameters on 
 every fault kind and the concurrency cap actually happen; that mutations change the ground truth
 and leave events (deletions, `transaction.*`); that records are shaped like the samples and
 consistent; that data is deterministic; and that the CLI starts, serves and stops on SIGTERM.
+
+For the listings added later: plans and items hide archived rows unless `archived=1`; the
+catalog's string ids page by cursor and ignore `updated_after`; contacts and payment sources are
+listed per customer (404 for an unknown one) and add up to the truth; contact, note and task
+events (contact events name their customer); and the original listings keep their bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -544,3 +551,305 @@ def test_a_walk_is_the_same_whether_per_page_100_is_spelled_out_or_not() -> None
                 url = response.links.get("next", {}).get("url")
             assert sorted(seen) == sorted(r["id"] for r in server.records("customers"))
             server.mutate("customers", insert=3, delete=2)
+
+
+# ------------------------------------------------------------------------------------------
+# Catalog, notes, tasks, customers' contacts and payment sources
+# ------------------------------------------------------------------------------------------
+
+CATALOG = ("plans", "items", "coupons", "tax_rates")
+NEW_LISTINGS = (*CATALOG, "notes", "tasks", "contacts", "payment_sources")
+
+
+def test_original_listings_keep_their_bytes() -> None:
+    """The new listings draw from their own random streams: the original seven listings and
+    their creation events are byte for byte what they were before the new listings existed."""
+    account = Dataset(scale=0.2, seed=1)
+    customers = hashlib.sha256(account.records_bytes("customers")).hexdigest()
+    assert customers == "23684239fa23d683f43b277ac363e371be77ea2e3f7201a75903fb4db78a0fc6"
+    seven = hashlib.sha256()
+    for listing in LISTINGS[:7]:
+        seven.update(account.records_bytes(listing))
+    assert seven.hexdigest() == "dd1fb72014902873e703a7f0f589ea8226f049f922f81e307b742bea26af8c0c"
+    events = account.records("events")
+    original = json.dumps(events[:2200], sort_keys=True).encode()
+    assert hashlib.sha256(original).hexdigest() == (
+        "22026dd3026124110063aa2519bd0d94f785d173a05262a32b6596e16c802f8f"
+    )
+    # The new objects' creation events follow, in time order among themselves.
+    appended = events[2200:]
+    assert {event["type"].split(".")[0] for event in appended} == {"note", "task", "contact"}
+    stamps = [event["timestamp"] for event in appended]
+    assert stamps == sorted(stamps)
+    # Mutations of the original listings are unchanged too.
+    assert account.mutate("customers", insert=2, update=3, delete=2) == {
+        "inserted": [15324, 15325],
+        "updated": [15219, 15262, 15276],
+        "deleted": [15047, 15303],
+    }
+
+
+def test_truth_counts_every_new_row(server: EmulatorServer) -> None:
+    truth = server.truth()
+    assert tuple(truth) == LISTINGS and LISTINGS[-1] == "events"
+    for listing in NEW_LISTINGS:
+        assert truth[listing] == len(server.records(listing)) > 0, listing
+    assert max(truth, key=lambda listing: truth[listing]) == "events"
+    created = Counter(event["type"] for event in server.records("events"))
+    for listing, name in (("notes", "note"), ("tasks", "task"), ("contacts", "contact")):
+        assert created[f"{name}.created"] == truth[listing]
+    assert not any(t.split(".")[0] in ("plan", "item", "coupon", "tax_rate") for t in created)
+
+
+def test_plans_and_items_list_archived_rows_only_when_asked(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    for listing in ("plans", "items"):
+        truth = server.records(listing)
+        archived = {r["id"] for r in truth if r["archived"]}
+        live = {r["id"] for r in truth if not r["archived"]}
+        assert archived and live, listing
+        default, _ = walk(session, f"{server.url}/{listing}?per_page=7")
+        only_archived, _ = walk(session, f"{server.url}/{listing}?archived=1&per_page=7")
+        assert [r["id"] for r in default] == sorted(live)
+        assert [r["id"] for r in only_archived] == sorted(archived)
+        assert len(default) + len(only_archived) == server.truth()[listing] == len(truth)
+        first = get(session, server, f"/{listing}", archived=1)
+        assert first.headers["X-Total-Count"] == str(len(archived))
+        # An archived row is still retrievable by its id.
+        one = sorted(archived)[0]
+        assert get(session, server, f"/{listing}/{one}").json()["archived"] is True
+
+
+def test_catalog_listings_ignore_updated_after(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    future = 2_000_000_000
+    for listing in CATALOG:
+        everything, _ = walk(session, f"{server.url}/{listing}?updated_after={future}")
+        expected = [r for r in server.records(listing) if not r.get("archived")]
+        assert everything == expected, listing
+    for listing in ("notes", "tasks"):
+        assert get(session, server, f"/{listing}", updated_after=future).json() == []
+    contact = server.records("contacts")[0]
+    path = f"/customers/{contact['customer']}/contacts"
+    assert get(session, server, path, updated_after=future).json() == []
+
+
+def test_string_ids_page_by_cursor(server: EmulatorServer, session: requests.Session) -> None:
+    for listing in CATALOG:
+        extra = "&archived=1" if listing in ("plans", "items") else ""
+        records, pages = walk(session, f"{server.url}/{listing}?per_page=7")
+        archived, _ = (
+            walk(session, f"{server.url}/{listing}?per_page=7{extra}") if extra else ([], 0)
+        )
+        ids = [r["id"] for r in records]
+        assert all(isinstance(rid, str) for rid in ids)
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # ordered as strings, once each
+        assert pages == max(1, -(-len(ids) // 7))
+        assert sorted(ids + [r["id"] for r in archived]) == [
+            r["id"] for r in server.records(listing)
+        ]
+    assert get(session, server, "/plans/starter").json()["amount"] == 49
+    missing = get(session, server, "/plans/no-such-plan")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "type": "invalid_request",
+        "message": "Plan was not found: no-such-plan",
+    }
+
+
+def test_string_id_pages_continue_after_the_last_id(scratch: EmulatorServer) -> None:
+    http = requests.Session()
+    http.auth = (KEY, "")
+    first = get(http, scratch, "/items", per_page=7)
+    last = first.json()[-1]["id"]
+    scratch.mutate("items", insert=4, delete=3)
+    second = http.get(first.links["next"]["url"], timeout=10).json()
+    live = sorted(r["id"] for r in scratch.records("items") if not r["archived"])
+    assert [r["id"] for r in second] == [rid for rid in live if rid > last][:7]
+
+
+def test_per_customer_listings(server: EmulatorServer, session: requests.Session) -> None:
+    truth = server.truth()
+    for listing in ("contacts", "payment_sources"):
+        expected = {record["id"]: record for record in server.records(listing)}
+        seen: dict[Any, dict[str, Any]] = {}
+        totals = 0
+        for customer in server.records("customers"):
+            url = f"{server.url}/customers/{customer['id']}/{listing}?per_page=2"
+            first = session.get(url, timeout=10)
+            totals += int(first.headers["X-Total-Count"])
+            records, pages = walk(session, url)
+            assert pages == max(1, -(-len(records) // 2))
+            for record in records:
+                assert "customer" not in record  # the API does not send it
+                assert record["id"] not in seen
+                seen[record["id"]] = {**record, "customer": customer["id"]}
+        assert seen == expected and totals == truth[listing] == len(expected), listing
+    contacts = server.records("contacts")
+    assert any(record["primary"] for record in contacts)
+    kinds = Counter(record["object"] for record in server.records("payment_sources"))
+    assert set(kinds) == {"card", "bank_account"}
+    counts = Counter(record["customer"] for record in contacts)
+    assert max(counts.values()) <= 3 and len(counts) < truth["customers"]  # 0-3 per customer
+    sources = Counter(record["customer"] for record in server.records("payment_sources"))
+    assert max(sources.values()) <= 2
+    # Retrieval is per customer too; unknown customers and the bare listing are 404s.
+    contact = contacts[0]
+    own = get(session, server, f"/customers/{contact['customer']}/contacts/{contact['id']}")
+    assert own.json() == {k: v for k, v in contact.items() if k != "customer"}
+    other = next(c["id"] for c in server.records("customers") if c["id"] != contact["customer"])
+    assert get(session, server, f"/customers/{other}/contacts/{contact['id']}").status_code == 404
+    for listing in ("contacts", "payment_sources"):
+        unknown = get(session, server, f"/customers/1/{listing}")
+        assert unknown.status_code == 404
+        assert unknown.json() == {"type": "invalid_request", "message": "Customer was not found: 1"}
+        assert get(session, server, f"/{listing}").status_code == 404
+
+
+def test_new_records_are_shaped_like_the_samples(server: EmulatorServer) -> None:
+    samples = {
+        "plans": "plans.object.json",
+        "items": "items.object.json",
+        "coupons": "coupons.object.json",
+        "tax_rates": "tax_rates.object.json",
+        "contacts": "contacts.object.json",
+        "tasks": "tasks.object.json",
+    }
+    for listing, sample_file in samples.items():
+        sample = set(json.loads((SAMPLES / sample_file).read_text()))
+        assert all(sample <= set(record) for record in server.records(listing)), listing
+    kinds = {
+        "card": set(json.loads((SAMPLES / "sources.cards.object.json").read_text())),
+        "bank_account": set(
+            json.loads((SAMPLES / "sources.bank_accounts.object.json").read_text())
+        ),
+    }
+    for source in server.records("payment_sources"):
+        assert set(source) - {"customer"} == kinds[source["object"]]
+    notes = server.records("notes")
+    note_fields = [
+        "id",
+        "object",
+        "customer",
+        "invoice",
+        "notes",
+        "user",
+        "created_at",
+        "updated_at",
+    ]
+    assert all(list(note) == note_fields for note in notes)
+    assert any(not note["notes"].isascii() for note in notes)
+    assert {note["user"] is None for note in notes} == {True, False}
+    invoices = {record["id"]: record["customer"] for record in server.records("invoices")}
+    assert all(invoices[n["invoice"]] == n["customer"] for n in notes if n["invoice"])
+    customers = {record["id"] for record in server.records("customers")}
+    assert all(task["customer_id"] in customers for task in server.records("tasks"))
+    tiered = [plan["tiers"] for plan in server.records("plans") if plan["tiers"] is not None]
+    assert tiered
+    for tiers in tiered:
+        assert "min_qty" not in tiers[0] and "max_qty" not in tiers[-1]
+        assert all("unit_cost" in tier for tier in tiers)
+    # What other objects reference exists in the catalog.
+    plans = {plan["id"] for plan in server.records("plans")}
+    for subscription in server.records("subscriptions"):
+        assert subscription["plan"] in plans
+        assert all(addon["plan"] in plans for addon in subscription["addons"])
+    items = {item["id"] for item in server.records("items")}
+    coupons = {coupon["id"] for coupon in server.records("coupons")}
+    rates = {rate["id"] for rate in server.records("tax_rates")}
+    for invoice in server.records("invoices"):
+        for line in invoice["items"]:
+            assert line["catalog_item"] is None or line["catalog_item"] in items
+        assert all(
+            d["coupon"] is None or d["coupon"]["id"] in coupons for d in invoice["discounts"]
+        )
+        assert all(t["tax_rate"] is None or t["tax_rate"]["id"] in rates for t in invoice["taxes"])
+
+
+def test_contact_note_and_task_events(scratch: EmulatorServer) -> None:
+    before = scratch.truth()
+    customers_before = scratch.records("customers")
+    old_contacts = {record["id"]: record for record in scratch.records("contacts")}
+    result = scratch.mutate("contacts", insert=1, update=1, delete=1)
+    assert scratch.records("customers") == customers_before  # contacts leave customers alone
+    contacts = {record["id"]: record for record in scratch.records("contacts")}
+    newest = scratch.records("events")[-3:]
+    assert [event["type"] for event in newest] == [
+        "contact.created",
+        "contact.updated",
+        "contact.deleted",
+    ]
+    inserted, updated, deleted = (result[k][0] for k in ("inserted", "updated", "deleted"))
+    created_event, updated_event, deleted_event = (event["data"] for event in newest)
+    assert created_event["object"] == contacts[inserted]  # with its customer
+    assert updated_event["object"] == contacts[updated]
+    assert updated_event["previous"] and "updated_at" in updated_event["previous"]
+    assert deleted_event["object"]["id"] == deleted
+    assert deleted_event["object"]["customer"] == old_contacts[deleted]["customer"]
+    for listing, name in (("notes", "note"), ("tasks", "task")):
+        gone = scratch.mutate(listing, delete=1)["deleted"]
+        event = scratch.records("events")[-1]
+        assert event["type"] == f"{name}.deleted" and event["data"]["object"]["id"] == gone[0]
+        assert gone[0] not in {record["id"] for record in scratch.records(listing)}
+    after = scratch.truth()
+    assert after["events"] == before["events"] + 5
+    assert after["notes"] == before["notes"] - 1 and after["contacts"] == before["contacts"]
+    # Catalog and payment source changes record no events.
+    for listing in (*CATALOG, "payment_sources"):
+        scratch.mutate(listing, insert=2, update=2, delete=1)
+        assert scratch.truth()[listing] == after[listing] + 1
+    assert scratch.truth()["events"] == after["events"]
+
+
+def test_customer_deletion_takes_its_contacts_and_sources(scratch: EmulatorServer) -> None:
+    gone = set(scratch.mutate("customers", delete=20)["deleted"])
+    customers = {record["id"] for record in scratch.records("customers")}
+    for listing in ("contacts", "payment_sources"):
+        assert all(record["customer"] in customers for record in scratch.records(listing))
+    deleted_contacts = {
+        event["data"]["object"]["customer"]
+        for event in scratch.records("events")
+        if event["type"] == "contact.deleted"
+    }
+    assert deleted_contacts and deleted_contacts <= gone
+    http = requests.Session()
+    http.auth = (KEY, "")
+    assert get(http, scratch, f"/customers/{min(gone)}/contacts").status_code == 404
+
+
+def test_catalog_updates_archive_and_restore(scratch: EmulatorServer) -> None:
+    for listing in ("plans", "items"):
+        before = {r["id"]: r["archived"] for r in scratch.records(listing)}
+        updated = scratch.mutate(listing, update=len(before))["updated"]
+        after = {r["id"]: r["archived"] for r in scratch.records(listing)}
+        assert sorted(updated) == sorted(before) and set(after) == set(before)
+        assert any(before[rid] != after[rid] for rid in before), listing
+
+
+def test_control_api_serves_the_new_listings(scratch: EmulatorServer) -> None:
+    base = scratch.url + "/_emulator"
+    for listing in NEW_LISTINGS:
+        assert requests.get(f"{base}/records/{listing}", timeout=10).json() == scratch.records(
+            listing
+        )
+    contacts = requests.get(f"{base}/records/contacts", timeout=10).json()
+    assert all(isinstance(record["customer"], int) for record in contacts)
+    plans = scratch.truth()["plans"]
+    mutation = {"listing": "plans", "insert": 2, "update": 1, "delete": 1}
+    result = requests.post(f"{base}/mutate", json=mutation, timeout=10).json()
+    assert all(isinstance(rid, str) for rid in result["inserted"])
+    assert requests.get(f"{base}/truth", timeout=10).json()["plans"] == plans + 1
+
+
+def test_new_listings_are_deterministic() -> None:
+    first, second = Dataset(scale=0.05, seed=7), Dataset(scale=0.05, seed=7)
+    for listing in NEW_LISTINGS:
+        assert first.records_bytes(listing) == second.records_bytes(listing)
+        a = first.mutate(listing, insert=2, update=3, delete=2)
+        assert a == second.mutate(listing, insert=2, update=3, delete=2)
+        assert first.records_bytes(listing) == second.records_bytes(listing)
+    assert Dataset(scale=0.05, seed=8).records_bytes("contacts") != Dataset(
+        scale=0.05, seed=7
+    ).records_bytes("contacts")

@@ -1,6 +1,6 @@
 """Fidelity: every field of every record at scale 1 reaches the warehouse exactly as sent.
 
-Runs the real job against the emulator at scale 1 and compares all 18 tables, row by row and
+Runs the real job against the emulator at scale 1 and compares every table, row by row and
 field by field, with the emulator's own JSON: unicode, nulls, nested JSON, integers, booleans,
 UTC timestamps and money to the last digit. Also checks that sums of money match the API's.
 """

@@ -14,6 +14,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from invoiced_assets.assets import table_assets
+from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.incremental import CURSOR_EVENT_ID, CURSOR_UPDATED_AT, SYNC_KIND
 
@@ -54,6 +56,10 @@ def change_everything(account: EmulatorServer, round_number: int) -> None:
     account.mutate("credit_notes", insert=2, update=2, delete=1)
     account.mutate("estimates", insert=2, update=2, delete=1 + round_number % 2)
     account.mutate("credit_balance_adjustments", insert=3, update=1, delete=2)
+    account.mutate("notes", insert=3, update=3, delete=2)
+    account.mutate("tasks", insert=3, update=3, delete=2)
+    account.mutate("contacts", insert=3, update=3, delete=2)  # deleted without their customer
+    account.mutate("plans", insert=1, update=2, delete=1)  # always read in full
 
 
 def test_incremental_rounds_equal_truth_and_a_full_load(
@@ -74,7 +80,9 @@ def test_incremental_rounds_equal_truth_and_a_full_load(
         account.reset_stats()
         result = run_sync(instance=instance)
         assert result.success
-        assert set(sync_kinds(result).values()) == {"incremental"}
+        kinds = sync_kinds(result)
+        catalog = {"plans", "plan_tiers", "items", "coupons", "tax_rates"}  # no updated_after
+        assert {k for k, v in kinds.items() if v == "full"} == catalog
         assert account.stats()["requests"] < full_requests
         assert_matches_truth(account, tmp_path / "incremental.duckdb")
         # Every error check passes on the merged tables. (Customers deleted in Invoiced leave
@@ -99,7 +107,7 @@ def test_incremental_rounds_equal_truth_and_a_full_load(
             "select table_name from information_schema.tables where table_catalog = 'fresh'"
             " and table_schema = 'invoiced'"
         ).fetchall()
-        assert len(tables) == 18
+        assert len(tables) == len(table_assets(CATALOGUE))
         for (table,) in tables:
             difference = connection.execute(
                 f"select count(*) from ((select * from fresh.invoiced.{table} except all"

@@ -10,13 +10,14 @@ import duckdb
 
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
+from invoiced_assets.shaping import flatten
 
 
 def expected_rows(server: EmulatorServer) -> dict[str, dict[tuple, dict[str, Any]]]:
     """Every table's rows as the API sends them, keyed by the table's key."""
     tables: dict[str, dict[tuple, dict[str, Any]]] = {}
     for obj in CATALOGUE:
-        records = server.records(obj.name)
+        records = [flatten(r, obj.flatten) for r in server.records(obj.name)]
         excluded = {child.source_field for child in obj.children}
         tables[obj.name] = {
             (r["id"],): {k: v for k, v in r.items() if k not in excluded} for r in records

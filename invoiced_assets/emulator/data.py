@@ -8,16 +8,30 @@ records, byte for byte. Records are shaped like the reference samples in
 Each record is serialized once, to bytes, and re-serialized only when a mutation changes it, so
 that a page of records is a byte join and a scale-5 account fits in modest memory. Records are
 parsed back (``json.loads``) only for mutations and for filters on uncommon fields.
+
+The seven original listings (customers ... credit balance adjustments) and their creation events
+come from ``random.Random(seed)`` exactly as before the other listings existed. Plans, items,
+coupons, tax rates, notes, tasks, contacts and payment sources each draw from their own stream
+(``random.Random(f"{seed}:<listing>")``), so adding or changing them never moves a byte of the
+original records. The creation events of notes, tasks and contacts follow the original creation
+events in the same id sequence (in timestamp order among themselves); event ids therefore rise
+with time within each of the two blocks, and every later event (mutations) is newer than both.
+
+Plans, items, coupons and tax rates have string ids (chosen by the user in the service) and are
+ordered by id as strings. Contacts and payment sources belong to a customer and are served under
+``/customers/{id}/``; they are stored once per listing (for truth and records) and indexed per
+customer (for serving).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -31,11 +45,41 @@ LISTINGS: tuple[str, ...] = (
     "credit_notes",
     "estimates",
     "credit_balance_adjustments",
+    "plans",
+    "items",
+    "coupons",
+    "tax_rates",
+    "notes",
+    "tasks",
+    "contacts",
+    "payment_sources",
     "events",
 )
-"""Listings the emulator serves, in dependency order (events last: they wrap the others)."""
+"""Listings the emulator serves, in dependency order (events last: they wrap the others).
+
+`contacts` and `payment_sources` are served per customer, as /customers/{id}/contacts and
+/customers/{id}/payment_sources; every other listing is served at /<listing>.
+"""
 
 RECORD_LISTINGS: tuple[str, ...] = LISTINGS[:-1]
+
+ORIGINAL_LISTINGS: tuple[str, ...] = LISTINGS[:7]
+"""The listings generated from `random.Random(seed)`: their bytes never depend on the others."""
+
+CATALOG_LISTINGS: tuple[str, ...] = ("plans", "items", "coupons", "tax_rates")
+"""String ids ordered as strings; `updated_after` is ignored and no events are recorded."""
+
+ARCHIVABLE_LISTINGS: frozenset[str] = frozenset({"plans", "items"})
+"""Listed unarchived by default; `archived=1` lists only the archived rows."""
+
+CUSTOMER_LISTINGS: tuple[str, ...] = ("contacts", "payment_sources")
+"""Served under /customers/{id}/; their records carry no `customer` attribute on the wire."""
+
+TOP_LEVEL_LISTINGS: tuple[str, ...] = tuple(
+    listing for listing in LISTINGS if listing not in CUSTOMER_LISTINGS
+)
+
+EVENTLESS_LISTINGS: frozenset[str] = frozenset({*CATALOG_LISTINGS, "payment_sources"})
 
 OBJECT_NAMES: dict[str, str] = {
     "customers": "customer",
@@ -45,6 +89,14 @@ OBJECT_NAMES: dict[str, str] = {
     "credit_notes": "credit_note",
     "estimates": "estimate",
     "credit_balance_adjustments": "credit_balance_adjustment",
+    "plans": "plan",
+    "items": "item",
+    "coupons": "coupon",
+    "tax_rates": "tax_rate",
+    "notes": "note",
+    "tasks": "task",
+    "contacts": "contact",
+    "payment_sources": "payment_source",  # each record's `object` is `card` or `bank_account`
     "events": "event",
 }
 
@@ -52,7 +104,7 @@ OBJECT_NAMES: dict[str, str] = {
 EVENT_OBJECTS: dict[str, str] = {
     listing: ("transaction" if listing == "credit_balance_adjustments" else name)
     for listing, name in OBJECT_NAMES.items()
-    if listing != "events"
+    if listing != "events" and listing not in EVENTLESS_LISTINGS
 }
 
 HUMAN_NAMES: dict[str, str] = {
@@ -63,6 +115,14 @@ HUMAN_NAMES: dict[str, str] = {
     "credit_notes": "Credit Note",
     "estimates": "Estimate",
     "credit_balance_adjustments": "Credit Balance Adjustment",
+    "plans": "Plan",
+    "items": "Item",
+    "coupons": "Coupon",
+    "tax_rates": "Tax Rate",
+    "notes": "Note",
+    "tasks": "Task",
+    "contacts": "Contact",
+    "payment_sources": "Payment Source",
     "events": "Event",
 }
 
@@ -75,6 +135,13 @@ BASE_COUNTS: dict[str, int] = {
     "payments": 3000,
     "credit_balance_adjustments": 300,
 }
+# Generated after the original listings, each from its own random stream.
+EXTRA_BASE_COUNTS: dict[str, int] = {"notes": 2000, "tasks": 1500}
+# The catalog grows with the square root of the scale: accounts have tens of plans, not thousands.
+CATALOG_BASE_COUNTS: dict[str, int] = {"plans": 40, "items": 120, "coupons": 15, "tax_rates": 10}
+# Per customer: how many contacts (0-3) and payment sources (0-2), drawn uniformly from these.
+CONTACTS_PER_CUSTOMER = (0, 0, 1, 1, 1, 1, 2, 2, 3, 3)
+SOURCES_PER_CUSTOMER = (0, 0, 0, 0, 1, 1, 1, 1, 2, 2)
 
 # Generation order: referenced objects before the objects that point at them.
 GENERATION_ORDER: tuple[str, ...] = (
@@ -95,6 +162,10 @@ FIRST_IDS: dict[str, int] = {
     "estimates": 3001,
     "payments": 61,
     "credit_balance_adjustments": 701,
+    "notes": 501,
+    "tasks": 788,
+    "contacts": 10403,
+    "payment_sources": 60001,  # above the ids of the sources embedded in customers and charges
     "events": 11_200_001,
 }
 
@@ -150,6 +221,39 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "amount", "created_at", "currency", "customer", "date", "id", "notes", "object",
         "updated_at",
     ),
+    "plans": (
+        "id", "object", "name", "currency", "amount", "interval", "interval_count",
+        "catalog_item", "updated_at", "created_at", "metadata", "pricing_mode", "quantity_type",
+        "tiers", "archived",
+    ),
+    "items": (
+        "id", "object", "name", "currency", "unit_cost", "description", "type", "taxes",
+        "gl_account", "discountable", "taxable", "avalara_tax_code", "avalara_location_code",
+        "updated_at", "created_at", "metadata", "archived",
+    ),
+    "coupons": (
+        "id", "object", "name", "currency", "value", "is_percent", "updated_at", "created_at",
+        "metadata", "exclusive", "expiration_date", "max_redemptions",
+    ),
+    "tax_rates": (
+        "id", "object", "name", "currency", "value", "is_percent", "updated_at", "created_at",
+        "metadata", "inclusive",
+    ),
+    "notes": ("id", "object", "customer", "invoice", "notes", "user", "created_at", "updated_at"),
+    "tasks": (
+        "action", "chase_step_id", "complete", "completed_by_user_id", "completed_date",
+        "updated_at", "created_at", "customer_id", "due_date", "id", "name", "user_id",
+    ),
+    "contacts": (
+        "id", "object", "name", "title", "email", "phone", "primary", "sms_enabled",
+        "department", "address1", "address2", "city", "state", "postal_code", "country",
+        "updated_at", "created_at",
+    ),
+    # Cards and bank accounts together (each record has its own kind's attributes only).
+    "payment_sources": (
+        "id", "object", "brand", "last4", "exp_month", "exp_year", "funding", "bank_name",
+        "routing_number", "verified", "updated_at", "currency",
+    ),
     "events": ("id", "object", "type", "timestamp", "data"),
 }  # fmt: skip
 
@@ -157,7 +261,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 NESTED_FIELDS: frozenset[str] = frozenset(
     {
         "payment_source", "taxes", "metadata", "ship_to", "items", "discounts", "charge",
-        "applied_to", "addons", "data",
+        "applied_to", "addons", "data", "tiers", "user",
     }
 )  # fmt: skip
 
@@ -215,9 +319,14 @@ def dumps(value: Any) -> bytes:
 
 @dataclass(slots=True)
 class Row:
-    """One stored record: its serialized forms plus the few fields listings filter on often."""
+    """One stored record: its serialized forms plus the few fields listings filter on often.
 
-    id: int
+    `id` is a string for plans, items, coupons and tax rates. `customer` is the customer a record
+    belongs to (a task's `customer_id`; the parent of a contact or payment source, whose bytes do
+    not carry it). `archived` is set for plans and items.
+    """
+
+    id: Any
     blob: bytes
     created_at: int
     updated_at: int | None
@@ -227,7 +336,8 @@ class Row:
     public: bytes | None = None
     event_type: str | None = None
     subject: str | None = None
-    subject_id: int | None = None
+    subject_id: Any = None
+    archived: bool | None = None
 
     @property
     def listing_blob(self) -> bytes:
@@ -238,14 +348,22 @@ class Row:
         """The full record as parsed JSON."""
         return json.loads(self.blob)
 
+    @property
+    def with_customer(self) -> bytes:
+        """The bytes with `"customer":<id>` appended: a contact or payment source and its parent."""
+        return self.blob[:-1] + b',"customer":' + str(self.customer).encode("ascii") + b"}"
+
 
 class Table:
-    """Rows of one listing, with their ids kept sorted for cursor pagination."""
+    """Rows of one listing, with their ids kept sorted for cursor pagination.
+
+    Ids are integers, or strings (plans, items, coupons, tax rates) sorted as strings.
+    """
 
     def __init__(self, listing: str) -> None:
         self.listing = listing
-        self.ids: list[int] = []
-        self.rows: dict[int, Row] = {}
+        self.ids: list[Any] = []
+        self.rows: dict[Any, Row] = {}
         self.version = 0  # bumped by every change, so caches of derived orders can tell
 
     def __len__(self) -> int:
@@ -259,11 +377,19 @@ class Table:
         self.rows[row.id] = row
         self.version += 1
 
+    def insert(self, row: Row) -> None:
+        """Store a row whose id is new, wherever it sorts (string ids chosen by the user)."""
+        if row.id in self.rows:
+            raise ValueError(f"{self.listing}: id {row.id!r} exists")
+        insort(self.ids, row.id)
+        self.rows[row.id] = row
+        self.version += 1
+
     def replace(self, row: Row) -> None:
         self.rows[row.id] = row
         self.version += 1
 
-    def remove(self, rid: int) -> Row:
+    def remove(self, rid: Any) -> Row:
         row = self.rows.pop(rid)
         index = bisect_right(self.ids, rid) - 1
         del self.ids[index]
@@ -274,21 +400,34 @@ class Table:
         return self.ids[-1] if self.ids else FIRST_IDS[self.listing] - 1
 
 
-def record_row(listing: str, record: dict[str, Any]) -> Row:
-    """Serialize a record into a Row, extracting the hot filter fields."""
+def record_row(listing: str, record: dict[str, Any], parent: int | None = None) -> Row:
+    """Serialize a record into a Row, extracting the hot filter fields.
+
+    `parent`: the customer of a contact or payment source (not an attribute of theirs).
+    """
     public = None
     if listing == "payments":
         public = dumps({k: v for k, v in record.items() if k != "applied_to"})
-    customer = record["id"] if listing == "customers" else record.get("customer")
+    if listing == "customers":
+        customer = record["id"]
+    elif listing in CUSTOMER_LISTINGS:
+        customer = parent
+    elif listing == "tasks":
+        customer = record["customer_id"]
+    else:
+        customer = record.get("customer")
+    updated_at = record.get("updated_at")
     return Row(
         id=record["id"],
         blob=dumps(record),
-        created_at=record["created_at"],
-        updated_at=record.get("updated_at"),
+        # Payment sources carry only `updated_at`: it stands in for their creation time.
+        created_at=record.get("created_at", updated_at),
+        updated_at=updated_at,
         date=record.get("date"),
         status=record.get("status"),
         customer=customer,
         public=public,
+        archived=record.get("archived"),
     )
 
 
@@ -300,16 +439,21 @@ def event_row(
     subject: Row,
     previous: dict[str, Any] | None = None,
 ) -> Row:
-    """Wrap a record's bytes in an event without parsing it again."""
+    """Wrap a record's bytes in an event without parsing it again.
+
+    A contact's event carries its customer inside `data.object`, so that a client knows whose
+    contact changed (the contact itself has no such attribute).
+    """
     event_type = f"{EVENT_OBJECTS[listing]}.{action}"
     head = (
         f'{{"id":{event_id},"object":"event","type":"{event_type}",'
         f'"timestamp":{timestamp},"data":{{"object":'
     ).encode("ascii")
     tail = b"}}" if previous is None else b',"previous":' + dumps(previous) + b"}}"
+    body = subject.with_customer if listing in CUSTOMER_LISTINGS else subject.blob
     return Row(
         id=event_id,
-        blob=head + subject.blob + tail,
+        blob=head + body + tail,
         created_at=timestamp,
         updated_at=None,
         date=timestamp,
@@ -439,6 +583,8 @@ class Gen:
         # when any existing customer will do.
         self.customer_created: list[int] | None = []
         self.subscription_refs: list[tuple[int, int, int]] = []  # (created_at, id, customer)
+        # Invoices by creation time while generating notes; empty during mutations.
+        self.invoice_refs: list[tuple[int, int, int]] = []  # (created_at, id, customer)
         self.pool: Callable[[str], list[int]] = lambda _listing: []
         self.lookup: Callable[[str, int], dict[str, Any] | None] = lambda _listing, _id: None
 
@@ -467,6 +613,22 @@ class Gen:
             return self.rng.choice(ids)
         known = max(1, bisect_right(self.customer_created, created))
         return ids[self.rng.randrange(known)]
+
+    def invoice_for(self, created: int | None) -> tuple[int, int] | None:
+        """(invoice, its customer): one that existed at `created` (any existing one later)."""
+        refs = self.invoice_refs
+        if refs:
+            known = len(refs) if created is None else bisect_right(refs, (created, math.inf))
+            if known == 0:
+                return None
+            _created, invoice, customer = refs[self.rng.randrange(known)]
+            return invoice, customer
+        pool = self.pool("invoices")
+        if not pool:
+            return None
+        invoice = self.rng.choice(pool)
+        record = self.lookup("invoices", invoice)
+        return (invoice, record["customer"]) if record else None
 
     def metadata(self, probability: float = 0.5) -> dict[str, str]:
         """Metadata whose keys vary from record to record."""
@@ -1207,6 +1369,426 @@ def make_credit_balance_adjustment(g: Gen, rid: int, created: int) -> dict[str, 
     return values
 
 
+# --------------------------------------------------------------------------------------------
+# Catalog: plans, items, coupons, tax rates (string ids, no events)
+# --------------------------------------------------------------------------------------------
+
+CATALOG_CREATED = (START_TS - 400 * DAY, END_TS - DAY)
+"""Catalog objects exist before most customers; they are created over this range."""
+
+PLAN_STEMS = (
+    "basic", "starter", "growth", "team", "pro", "business", "premium", "enterprise", "scale",
+    "nonprofit", "edu", "partner", "agency", "startup", "plus", "ultimate", "lite", "standard",
+)  # fmt: skip
+# cadence suffix -> (interval, interval_count, label)
+PLAN_CADENCES: dict[str, tuple[str, int, str]] = {
+    "monthly": ("month", 1, "monthly"),
+    "annual": ("year", 1, "annual"),
+    "quarterly": ("month", 3, "quarterly"),
+    "weekly": ("week", 1, "weekly"),
+    "daily": ("day", 1, "daily"),
+}
+PLAN_NAME_VARIANTS = ("{stem} ({label})", "{stem} — {label}", "Plan {stem} ({label})")
+ITEM_STEMS: dict[str, tuple[str, str]] = {  # id stem -> (type, name)
+    "copy-paper": ("product", "Copy Paper"),
+    "stapler": ("product", "Stapler"),
+    "desk-chair": ("product", "Desk Chair"),
+    "license": ("product", "Software License"),
+    "seat": ("service", "User Seat"),
+    "training": ("hours", "Training"),
+    "setup-fee": ("service", "Setup Fee"),
+    "hosting": ("service", "Hosting"),
+    "backup": ("usage", "Backups (GB)"),
+    "audit": ("service", "Audit — Prüfung"),
+    "translation": ("hours", "Translation / Übersetzung"),
+    "shipping": ("service", "Shipping & Handling"),
+    "installation": ("service", "Installation"),
+    "maintenance": ("service", "Maintenance"),
+    "workshop": ("service", "Workshop"),
+    "print-job": ("usage", "Print jobs"),
+    "mileage": ("expense", "Mileage"),
+    "lunch": ("expense", "Client lunch"),
+}
+ITEM_VARIANTS = ("a4", "letter", "xl", "basic", "pro", "eu", "us", "2024", "v2", "onsite")
+COUPON_PREFIXES = (
+    "WELCOME", "SPRING", "SUMMER", "FALL", "WINTER", "BF", "CYBER", "LOYAL", "PARTNER",
+    "NONPROFIT", "EDU", "VIP", "REFER", "LAUNCH",
+)  # fmt: skip
+COUPON_VALUES = (5, 10, 15, 20, 25, 30, 50, 100)
+# tax rate id -> (name, percent)
+TAX_RATE_CATALOG: dict[str, tuple[str, Decimal]] = {
+    "vat-de": ("MwSt. 19 %", Decimal("19")),
+    "vat-de-reduced": ("MwSt. 7 %", Decimal("7")),
+    "vat-fr": ("TVA", Decimal("20")),
+    "vat-gb": ("VAT (UK)", Decimal("20")),
+    "vat-it": ("IVA", Decimal("22")),
+    "vat-es": ("IVA (ES)", Decimal("21")),
+    "vat-nl": ("BTW", Decimal("21")),
+    "vat-at": ("USt. Österreich", Decimal("20")),
+    "vat-ie": ("VAT (IE)", Decimal("23")),
+    "vat-se": ("Moms", Decimal("25")),
+    "vat-dk": ("Moms (DK)", Decimal("25")),
+    "vat-pl": ("VAT (PL)", Decimal("23")),
+    "vat-fi": ("ALV", Decimal("24")),
+    "sales-tax-ny": ("NY Sales Tax", Decimal("4")),
+    "sales-tax-tx": ("TX Sales Tax", Decimal("6.25")),
+    "sales-tax-wa": ("WA Sales Tax", Decimal("6.5")),
+    "sales-tax-nj": ("NJ Sales Tax", Decimal("6.625")),
+    "sales-tax-ma": ("MA Sales Tax", Decimal("6.25")),
+    "hst-on": ("HST (Ontario)", Decimal("13")),
+    "pst-bc": ("PST (British Columbia)", Decimal("7")),
+    "qst": ("QST (Québec)", Decimal("9.975")),
+    "consumption-tax-jp": ("消費税", Decimal("10")),
+    "gst-au": ("GST (Australia)", Decimal("10")),
+    "recycling-fee": ("Recycling fee", Decimal("2.5")),
+}
+CATALOG_ITEM_IDS = tuple(item_id for item_id, *_rest in CATALOG if item_id is not None)
+
+
+def fixed_catalog_ids(listing: str) -> tuple[str, ...]:
+    """Catalog ids that the other objects reference (subscriptions' plans, line items' catalog
+    items, discounts' coupons, taxes' rates): always generated, never archived at generation,
+    and spared by deletions while other rows can go instead."""
+    if listing == "plans":
+        return (*PLANS, *ADDON_PLANS)
+    if listing == "items":
+        return CATALOG_ITEM_IDS
+    if listing == "coupons":
+        return tuple(code for code, *_rest in COUPONS)
+    return tuple(rate_id for rate_id, *_rest in TAX_RATES)
+
+
+def _unique(candidate: str, taken: set[str] | dict[str, Any]) -> str:
+    """`candidate`, or `candidate-2`, `candidate-3`, ... if taken (codes: `CODEB`, `CODEC`, ...)."""
+    if candidate not in taken:
+        return candidate
+    number = 2
+    while True:
+        if candidate.isupper() and number <= 26:
+            option = candidate + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[number - 1]
+        else:
+            option = f"{candidate}-{number}"
+        if option not in taken:
+            return option
+        number += 1
+
+
+def new_catalog_id(g: Gen, listing: str, taken: set[str] | dict[str, Any]) -> str:
+    """A fresh user-chosen id, like the ones accounts use."""
+    r = g.rng
+    if listing == "plans":
+        candidate = f"{r.choice(PLAN_STEMS)}-{r.choice(sorted(PLAN_CADENCES))}"
+    elif listing == "items":
+        stem = r.choice(sorted(ITEM_STEMS))
+        candidate = stem if g.chance(0.4) else f"{stem}-{r.choice(ITEM_VARIANTS)}"
+    elif listing == "coupons":
+        candidate = f"{r.choice(COUPON_PREFIXES)}{r.choice(COUPON_VALUES)}"
+        if g.chance(0.2):
+            candidate += str(r.randint(2021, 2025))
+    else:
+        candidate = r.choice(sorted(TAX_RATE_CATALOG))
+    return _unique(candidate, taken)
+
+
+def _catalog_times(g: Gen, created: int | None) -> tuple[int, int]:
+    """(created_at, updated_at): random over the catalog's range unless given."""
+    if created is None:
+        created = g.rng.randint(*CATALOG_CREATED)
+        return created, g.updated(created)
+    return created, created
+
+
+def _tiers(g: Gen) -> list[dict[str, Any]]:
+    """Tiers in the reference's shape: no `min_qty` on the first, no `max_qty` on the last."""
+    bounds = sorted(g.rng.sample(range(10, 1000, 10), g.rng.randint(1, 3)))
+    cost = Decimal(g.rng.choice((100, 50, 20, 12, 10)))
+    tiers: list[dict[str, Any]] = []
+    lower: int | None = None
+    for upper in [*bounds, None]:
+        tier: dict[str, Any] = {}
+        if lower is not None:
+            tier["min_qty"] = lower + 1
+        if upper is not None:
+            tier["max_qty"] = upper
+        tier["unit_cost"] = num(cost)
+        tiers.append(tier)
+        lower, cost = upper, money(cost * Decimal("0.8"))
+    return tiers
+
+
+def make_plan(g: Gen, plan_id: str, created: int | None = None) -> dict[str, Any]:
+    """A plan like samples/plans.object.json; a quarter are tiered or volume-priced."""
+    created, updated = _catalog_times(g, created)
+    stem, _, cadence = plan_id.partition("-")
+    interval, interval_count, label = PLAN_CADENCES.get(
+        cadence.split("-")[0], ("month", 1, "monthly")
+    )
+    pricing_mode = "per_unit" if g.chance(0.75) else g.rng.choice(("tiered", "volume"))
+    amount = None
+    if pricing_mode == "per_unit":
+        amount = num(Decimal(g.rng.choice((9, 19, 29, 49, 99, 149, 299, 999))) * interval_count)
+        if interval == "year":
+            amount = num(dec(amount) * 10)
+    name = g.rng.choice(PLAN_NAME_VARIANTS).format(stem=stem.title(), label=label)
+    values = {
+        "id": plan_id,
+        "object": "plan",
+        "name": name,
+        "currency": "usd" if g.chance(0.85) else "eur",
+        "amount": amount,
+        "interval": interval,
+        "interval_count": interval_count,
+        "catalog_item": g.rng.choice(CATALOG_ITEM_IDS) if g.chance(0.3) else None,
+        "updated_at": updated,
+        "created_at": created,
+        "metadata": g.metadata(0.2),
+        "pricing_mode": pricing_mode,
+        "quantity_type": "constant" if g.chance(0.8) else "usage",
+        "tiers": None if pricing_mode == "per_unit" else _tiers(g),
+        "archived": False,
+    }
+    if plan_id in PLANS:  # the plans subscriptions are on: their real prices
+        price, interval = PLANS[plan_id]
+        values.update(amount=num(price), interval=interval, interval_count=1, currency="usd")
+        values.update(pricing_mode="per_unit", tiers=None, name=plan_id.replace("-", " ").title())
+    elif plan_id in ADDON_PLANS:
+        values.update(amount=num(ADDON_PLANS[plan_id]), interval="month", interval_count=1)
+        values.update(currency="usd", pricing_mode="per_unit", tiers=None)
+        values["name"] = plan_id.replace("-", " ").title()
+    return _order("plans", values)
+
+
+def make_item(g: Gen, item_id: str, created: int | None = None) -> dict[str, Any]:
+    """A catalog item like samples/items.object.json."""
+    created, updated = _catalog_times(g, created)
+    stem = max((s for s in ITEM_STEMS if item_id.startswith(s)), key=len, default=None)
+    item_type, name = ITEM_STEMS[stem] if stem else ("service", item_id.title())
+    variant = item_id[len(stem) + 1 :] if stem else ""
+    if variant:
+        name = f"{name} ({variant.upper()})"
+    unit_cost = Decimal(g.rng.randint(100, 250_000)) / 100
+    if item_type == "usage":
+        unit_cost = Decimal(g.rng.choice(("0.0025", "0.01", "0.125", "0.5")))
+    taxes = []
+    if g.chance(0.1):
+        taxes = [_tax_rate_object(g, *g.rng.choice(TAX_RATES))]
+    values = {
+        "id": item_id,
+        "object": "item",
+        "name": name,
+        "currency": "usd" if g.chance(0.85) else "eur",
+        "unit_cost": num(unit_cost),
+        "description": g.rng.choice(DESCRIPTIONS),
+        "type": item_type,
+        "taxes": taxes,
+        "gl_account": g.rng.choice((None, None, "4000", "4100-services")),
+        "discountable": g.chance(0.9),
+        "taxable": g.chance(0.85),
+        "avalara_tax_code": "SW054000" if g.chance(0.05) else None,
+        "avalara_location_code": None,
+        "updated_at": updated,
+        "created_at": created,
+        "metadata": g.metadata(0.2),
+        "archived": False,
+    }
+    fixed = next((entry for entry in CATALOG if entry[0] == item_id), None)
+    if fixed is not None:  # the catalog items line items point at: their names and prices
+        _id, item_type, name, cost, _usage = fixed
+        values.update(type=item_type, name=name, currency="usd")
+        if cost is not None:
+            values["unit_cost"] = num(cost)
+    return _order("items", values)
+
+
+def make_coupon(g: Gen, code: str, created: int | None = None) -> dict[str, Any]:
+    """A coupon like samples/coupons.object.json."""
+    for fixed_code, name, value, is_percent in COUPONS:
+        if code == fixed_code:  # the same object discounts embed
+            return _coupon_object(fixed_code, name, value, is_percent)
+    created, updated = _catalog_times(g, created)
+    # PREFIX + value [+ year] [+ letters that made it unique], as new_catalog_id builds codes.
+    match = re.fullmatch(r"([A-Z]+)(\d+)[A-Z]*", code)
+    prefix, digits = (match.group(1), match.group(2)) if match else (code, "10")
+    if len(digits) > 4 and digits[-4:-2] == "20":
+        digits = digits[:-4]
+    value = int(digits) if 0 < int(digits) <= 100 else 10
+    is_percent = value <= 50 and g.chance(0.75)
+    values = {
+        "id": code,
+        "object": "coupon",
+        "name": f"{prefix.title()} {value}{'%' if is_percent else ' USD'}",
+        "currency": None if is_percent else "usd",
+        "value": value,
+        "is_percent": is_percent,
+        "updated_at": updated,
+        "created_at": created,
+        "metadata": g.metadata(0.1),
+        "exclusive": g.chance(0.2),
+        "expiration_date": created + g.rng.randint(30, 365) * DAY if g.chance(0.3) else None,
+        "max_redemptions": g.rng.choice((0, 0, 0, 10, 100, 500)),
+    }
+    return _order("coupons", values)
+
+
+def make_tax_rate(g: Gen, rate_id: str, created: int | None = None) -> dict[str, Any]:
+    """A tax rate like samples/tax_rates.object.json."""
+    for fixed_id, name, value in TAX_RATES:
+        if rate_id == fixed_id:  # the same object taxes embed
+            return _tax_rate_object(g, fixed_id, name, value)
+    created, updated = _catalog_times(g, created)
+    base = rate_id if rate_id in TAX_RATE_CATALOG else rate_id.rsplit("-", 1)[0]
+    name, value = TAX_RATE_CATALOG.get(base, (rate_id.upper(), Decimal("5")))
+    is_percent = base != "recycling-fee"
+    values = {
+        "id": rate_id,
+        "object": "tax_rate",
+        "name": name,
+        "currency": None if is_percent else "usd",
+        "value": num(value),
+        "is_percent": is_percent,
+        "updated_at": updated,
+        "created_at": created,
+        "metadata": g.metadata(0.1),
+        "inclusive": rate_id.startswith("vat-") and g.chance(0.3),
+    }
+    return _order("tax_rates", values)
+
+
+CATALOG_MAKERS: dict[str, Callable[[Gen, str, int | None], dict[str, Any]]] = {
+    "plans": make_plan,
+    "items": make_item,
+    "coupons": make_coupon,
+    "tax_rates": make_tax_rate,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Notes and tasks
+# --------------------------------------------------------------------------------------------
+
+USERS: tuple[dict[str, Any], ...] = (
+    {"created_at": 1563810757, "email": "invoiced@example.com", "first_name": "John",
+     "id": 1946, "last_name": "Smith", "two_factor_enabled": True, "registered": True},
+    {"created_at": 1571347283, "email": "pam.beesly@example.com", "first_name": "Pam",
+     "id": 1976, "last_name": "Beesly", "two_factor_enabled": False, "registered": True},
+    {"created_at": 1580000000, "email": "dwight@example.com", "first_name": "Dwight",
+     "id": 2011, "last_name": "Schrute", "two_factor_enabled": True, "registered": True},
+    {"created_at": 1600000000, "email": "angela@example.com", "first_name": "Angela",
+     "id": 2044, "last_name": "Martin", "two_factor_enabled": False, "registered": True},
+    {"created_at": 1650000000, "email": "oscar@example.com", "first_name": "Óscar",
+     "id": 2102, "last_name": "Martínez", "two_factor_enabled": True, "registered": True},
+    {"created_at": 1660000000, "email": "kevin@example.com", "first_name": "Kevin",
+     "id": 2150, "last_name": "Malone", "two_factor_enabled": False, "registered": False},
+)  # fmt: skip
+NOTE_TEXTS = (
+    "Customer called 10/1, clarified account terms.",
+    "Left voicemail; will follow up next week.",
+    "Promised payment by Friday — check is in the mail.",
+    "Kunde bittet um Rechnung per Post (Büro München).",
+    "請求書を再送しました。",
+    'AP contact says "invoice not received", resent PDF.',
+    "Escalated to Jan/Dwight for approval.",
+    "Payment plan agreed:\n- 50% now\n- 50% in 30 days",
+    "Disputed line 3 (delivery fee). Credit note pending.",
+    "Zoë asked for W-9 🚀",
+)
+TASK_ACTIONS: dict[str, str] = {
+    "phone": "Call customer",
+    "email": "Send reminder email",
+    "letter": "Mail statement letter",
+    "review": "Review account — Mahnstufe 2",
+}
+
+
+def make_note(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A note on a customer, sometimes on one of its invoices (samples from the reference)."""
+    customer = g.customer_for(created)
+    invoice = None
+    if g.chance(0.35):
+        invoice, customer = g.invoice_for(created) or (None, customer)
+    return {
+        "id": rid,
+        "object": "note",
+        "customer": customer,
+        "invoice": invoice,
+        "notes": g.rng.choice(NOTE_TEXTS),
+        "user": dict(g.rng.choice(USERS)) if g.chance(0.8) else None,
+        "created_at": created,
+        "updated_at": g.updated(created),
+    }
+
+
+def make_task(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A collection task like samples/tasks.object.json (`customer_id`, `user_id`: integers)."""
+    action = g.rng.choice(sorted(TASK_ACTIONS))
+    due_date = created - created % DAY + 5 * 3600 + g.rng.randint(0, 14) * DAY
+    complete = due_date < END_TS and g.chance(0.6)
+    completed_date = min(END_TS, due_date + g.rng.randint(0, 5) * DAY) if complete else None
+    completed_date = max(created, completed_date) if completed_date else None
+    values = {
+        "action": action,
+        "chase_step_id": g.rng.randint(100, 400) if g.chance(0.3) else None,
+        "complete": complete,
+        "completed_by_user_id": g.rng.choice(USERS)["id"] if complete else None,
+        "completed_date": completed_date,
+        "updated_at": completed_date or g.updated(created),
+        "created_at": created,
+        "customer_id": g.customer_for(created),
+        "due_date": due_date,
+        "id": rid,
+        "name": TASK_ACTIONS[action],
+        "user_id": g.rng.choice(USERS)["id"] if g.chance(0.7) else None,
+    }
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# Customers' contacts and payment sources
+# --------------------------------------------------------------------------------------------
+
+CONTACT_TITLES = (None, None, "CFO", "AP Clerk", "Buchhaltung", "Office Manager", "Owner")
+CONTACT_DEPARTMENTS = (None, None, None, "Finance", "Accounts Payable", "Einkauf")
+
+
+def make_contact(g: Gen, rid: int, created: int, primary: bool = False) -> dict[str, Any]:
+    """A contact like samples/contacts.object.json (its customer is not an attribute)."""
+    name = _person_name(g)
+    has_address = g.chance(0.3)
+    address1, city, state, postal_code, country = g.rng.choice(ADDRESSES)
+    return {
+        "id": rid,
+        "object": "contact",
+        "name": name,
+        "title": g.rng.choice(CONTACT_TITLES),
+        "email": _email(name, rid) if g.chance(0.85) else None,
+        "phone": _phone(g) if g.chance(0.5) else None,
+        "primary": primary,
+        "sms_enabled": g.rng.choice((None, None, True, False)),
+        "department": g.rng.choice(CONTACT_DEPARTMENTS),
+        "address1": address1 if has_address else None,
+        "address2": None,
+        "city": city if has_address else None,
+        "state": state if has_address else None,
+        "postal_code": postal_code if has_address else None,
+        "country": country if has_address else None,
+        "updated_at": g.updated(created),
+        "created_at": created,
+    }
+
+
+def make_payment_source(g: Gen, rid: int, created: int) -> dict[str, Any]:
+    """A card (samples/sources.cards.object.json) or a bank account (.bank_accounts.)."""
+    source = _card(g, created) if g.chance(0.65) else _bank_account(g, created)
+    source["id"] = rid  # ids are unique across both kinds
+    return source
+
+
+CHILD_MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
+    "contacts": make_contact,
+    "payment_sources": make_payment_source,
+}
+
+
 MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
     "customers": make_customer,
     "subscriptions": make_subscription,
@@ -1215,6 +1797,8 @@ MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
     "estimates": make_estimate,
     "payments": make_payment,
     "credit_balance_adjustments": make_credit_balance_adjustment,
+    "notes": make_note,
+    "tasks": make_task,
 }
 
 
@@ -1305,6 +1889,54 @@ def update_credit_balance_adjustment(g: Gen, adjustment: dict[str, Any]) -> None
     adjustment["amount"] = num(dec(adjustment["amount"]) + g.rng.randint(1, 20))
 
 
+def update_catalog(g: Gen, listing: str, record: dict[str, Any]) -> None:
+    """Rename, reprice or retag a catalog object; plans and items get archived or restored."""
+    if listing in ARCHIVABLE_LISTINGS and g.chance(0.35):
+        record["archived"] = not record["archived"]
+        return
+    if listing == "plans" and record["amount"] is not None and g.chance(0.5):
+        record["amount"] = num(dec(record["amount"]) + g.rng.randint(1, 20))
+    elif listing == "items" and g.chance(0.5):
+        record["unit_cost"] = num(money(dec(record["unit_cost"]) * Decimal("1.05")))
+    elif listing == "coupons" and g.chance(0.5):
+        record["max_redemptions"] = g.rng.choice((0, 50, 250, 1000))
+    else:
+        record["name"] = f"{record['name'].split(' (rev')[0]} (rev {g.rng.randint(2, 99)})"
+    record["metadata"] = {**record["metadata"], **g.metadata(0.5)}
+
+
+def update_note(g: Gen, note: dict[str, Any]) -> None:
+    note["notes"] = g.rng.choice(NOTE_TEXTS) + f"\nUpdate {g.rng.randint(1, 999)}: déjà vu"
+
+
+def update_task(g: Gen, task: dict[str, Any], timestamp: int) -> None:
+    """Complete an open task; otherwise push its due date and reassign it."""
+    if not task["complete"]:
+        task["complete"], task["completed_date"] = True, timestamp
+        task["completed_by_user_id"] = g.rng.choice(USERS)["id"]
+        return
+    task["due_date"] += 7 * DAY
+    task["user_id"] = g.rng.choice(USERS)["id"]
+
+
+def update_contact(g: Gen, contact: dict[str, Any]) -> None:
+    choice = g.rng.randrange(3)
+    if choice == 0:
+        contact["title"] = g.rng.choice(CONTACT_TITLES[2:])
+    elif choice == 1:
+        contact["phone"] = _phone(g)
+    contact["email"] = f"contact.{contact['id']}.{g.rng.randint(1, 99)}@example.com"
+
+
+def update_payment_source(g: Gen, source: dict[str, Any]) -> None:
+    """A card gets a new expiry; a bank account is verified (or unverified)."""
+    if source["object"] == "card":
+        source["exp_month"] = g.rng.randint(1, 12)
+        source["exp_year"] = int(source["exp_year"]) + g.rng.randint(1, 4)
+    else:
+        source["verified"] = not source["verified"]
+
+
 def update_record(g: Gen, listing: str, record: dict[str, Any], timestamp: int) -> None:
     """Change some fields of a record in place, then stamp it with `timestamp`."""
     if listing in ("invoices", "credit_notes", "estimates"):
@@ -1315,8 +1947,18 @@ def update_record(g: Gen, listing: str, record: dict[str, Any], timestamp: int) 
         update_subscription(g, record, timestamp)
     elif listing == "payments":
         update_payment(g, record)
-    else:
+    elif listing == "credit_balance_adjustments":
         update_credit_balance_adjustment(g, record)
+    elif listing in CATALOG_LISTINGS:
+        update_catalog(g, listing, record)
+    elif listing == "notes":
+        update_note(g, record)
+    elif listing == "tasks":
+        update_task(g, record, timestamp)
+    elif listing == "contacts":
+        update_contact(g, record)
+    else:
+        update_payment_source(g, record)
     record["updated_at"] = timestamp
 
 
@@ -1331,8 +1973,18 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def scaled_counts(scale: float) -> dict[str, int]:
-    """Records per listing at `scale` (at least one of each)."""
-    return {listing: max(1, round(base * scale)) for listing, base in BASE_COUNTS.items()}
+    """Records per listing at `scale` (at least one of each; the catalog grows with its root).
+
+    Contacts and payment sources are drawn per customer (CONTACTS_PER_CUSTOMER, ...).
+    """
+    counts = {listing: max(1, round(base * scale)) for listing, base in BASE_COUNTS.items()}
+    counts.update(
+        {listing: max(1, round(base * scale)) for listing, base in EXTRA_BASE_COUNTS.items()}
+    )
+    for listing, base in CATALOG_BASE_COUNTS.items():
+        fixed = len(fixed_catalog_ids(listing))
+        counts[listing] = max(fixed, round(base * math.sqrt(scale)))
+    return counts
 
 
 class Dataset:
@@ -1349,15 +2001,21 @@ class Dataset:
         self.seed = seed
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {listing: Table(listing) for listing in LISTINGS}
+        # Contacts and payment sources again, per customer id: what /customers/{id}/... serve.
+        self.children: dict[str, dict[int, Table]] = {listing: {} for listing in CUSTOMER_LISTINGS}
         self._gen = Gen(random.Random(seed))
         self._gen.customer_ids = self.tables["customers"].ids
         self._gen.pool = self._pool
         self._gen.lookup = self._lookup
         self._last_timestamp = START_TS
-        self._generate(scaled_counts(scale))
+        counts = scaled_counts(scale)
+        self._generate(counts)
+        customer_created = self._gen.customer_created or []
         # Mutations draw from their own stream so that they do not depend on generation details.
         self._gen.rng = random.Random(f"invoiced-emulator-mutations:{seed}")
         self._gen.customer_created = None
+        self._generate_extras(counts, customer_created)
+        self._mutation_gens: dict[str, Gen] = {}
 
     # -- generation ------------------------------------------------------------------------
 
@@ -1380,6 +2038,7 @@ class Dataset:
             rid += rng.choice((1, 1, 1, 2, 3))  # the service's ids have gaps
 
     def _generate(self, counts: dict[str, int]) -> None:
+        """The original listings and their creation events, from `random.Random(seed)`."""
         g = self._gen
         for listing in GENERATION_ORDER:
             # Customers come first in time so that later objects have someone to point at.
@@ -1414,16 +2073,136 @@ class Dataset:
             subject = self.tables[listing].rows[rid]
             events.add(event_row(event_id, listing, "created", created, subject))
             event_id += self._gen.rng.choice((1, 1, 2, 5))
+
+    def _stream(self, name: str, customer_created: list[int] | None = None) -> Gen:
+        """A generator on its own random stream, wired to the customers (and their ages)."""
+        g = Gen(random.Random(f"{self.seed}:{name}"))
+        g.customer_ids = self.tables["customers"].ids
+        g.customer_created = customer_created
+        g.pool = self._pool
+        g.lookup = self._lookup
+        return g
+
+    def _generate_extras(self, counts: dict[str, int], customer_created: list[int]) -> None:
+        """The listings added after the original seven, each from its own stream, then their
+        creation events after the original ones."""
+        for listing in CATALOG_LISTINGS:
+            self._generate_catalog(listing, counts[listing])
+        invoices = self.tables["invoices"]
+        for listing in ("notes", "tasks"):
+            g = self._stream(listing, customer_created)
+            if listing == "notes":
+                g.invoice_refs = sorted(
+                    (row.created_at, row.id, row.customer) for row in invoices.rows.values()
+                )
+            created_list = sorted(
+                g.rng.randint(START_TS + 30 * DAY, END_TS - DAY) for _ in range(counts[listing])
+            )
+            rid, table = FIRST_IDS[listing], self.tables[listing]
+            for created in created_list:
+                table.add(record_row(listing, MAKERS[listing](g, rid, created)))
+                rid += g.rng.choice((1, 1, 1, 2, 3))
+        self._generate_children("contacts", CONTACTS_PER_CUSTOMER)
+        self._generate_children("payment_sources", SOURCES_PER_CUSTOMER)
+        self._generate_extra_events()
         for table in self.tables.values():
             for row in table.rows.values():
                 self._last_timestamp = max(
                     self._last_timestamp, row.created_at, row.updated_at or 0
                 )
 
+    def _generate_catalog(self, listing: str, count: int) -> None:
+        """The ids other objects reference, then fresh user-chosen ids; 20% of the plans and
+        items archived (never the referenced ones, as far as there are others)."""
+        g = self._stream(f"catalog:{listing}")
+        fixed = fixed_catalog_ids(listing)
+        records = {rid: CATALOG_MAKERS[listing](g, rid, None) for rid in fixed}
+        while len(records) < count:
+            rid = new_catalog_id(g, listing, records)
+            records[rid] = CATALOG_MAKERS[listing](g, rid, None)
+        if listing in ARCHIVABLE_LISTINGS:
+            others = sorted(set(records) - set(fixed))
+            for rid in g.rng.sample(others, min(len(others), round(0.2 * len(records)))):
+                records[rid]["archived"] = True
+        table = self.tables[listing]
+        for rid in sorted(records):
+            table.add(record_row(listing, records[rid]))
+
+    def _generate_children(self, listing: str, per_customer: tuple[int, ...]) -> None:
+        """Each customer's contacts (the first one primary) or payment sources, created after
+        the customer; ids rise with creation time across all customers."""
+        g = self._stream(listing)
+        customers = self.tables["customers"]
+        pending: list[tuple[int, int, int, dict[str, Any]]] = []
+        for customer in customers.ids:
+            born = customers.rows[customer].created_at
+            for index in range(g.rng.choice(per_customer)):
+                created = born if index == 0 else g.rng.randint(born, END_TS - DAY)
+                if listing == "contacts":
+                    record = make_contact(g, 0, created, primary=index == 0)
+                else:
+                    record = make_payment_source(g, 0, created)
+                pending.append((created, customer, index, record))
+        pending.sort(key=lambda entry: entry[:3])
+        rid = FIRST_IDS[listing]
+        for _created, customer, _index, record in pending:
+            record["id"] = rid
+            if listing == "contacts" and record["email"] is not None:
+                record["email"] = _email(record["name"], rid)
+            self._add_child(listing, record_row(listing, record, parent=customer))
+            rid += g.rng.choice((1, 1, 1, 2, 3))
+
+    def _generate_extra_events(self) -> None:
+        """Creation events of notes, tasks and contacts, in time order, after the original ones."""
+        evented = ("notes", "tasks", "contacts")
+        order = {listing: index for index, listing in enumerate(evented)}
+        subjects = sorted(
+            (row.created_at, order[listing], row.id, listing)
+            for listing in evented
+            for row in self.tables[listing].rows.values()
+        )
+        rng = random.Random(f"{self.seed}:events")
+        events = self.tables["events"]
+        event_id = events.max_id() + rng.choice((1, 1, 2, 5))
+        for created, _order, rid, listing in subjects:
+            subject = self.tables[listing].rows[rid]
+            events.add(event_row(event_id, listing, "created", created, subject))
+            event_id += rng.choice((1, 1, 2, 5))
+
+    # -- customers' contacts and payment sources --------------------------------------------
+
+    def _add_child(self, listing: str, row: Row) -> None:
+        self.tables[listing].add(row)
+        children = self.children[listing]
+        if row.customer not in children:
+            children[row.customer] = Table(listing)
+        children[row.customer].add(row)
+
+    def _replace_child(self, listing: str, row: Row) -> None:
+        self.tables[listing].replace(row)
+        self.children[listing][row.customer].replace(row)
+
+    def _remove_child(self, listing: str, rid: int) -> Row:
+        # An emptied per-customer table stays: its version keeps counting for the Pager's caches.
+        row = self.tables[listing].remove(rid)
+        self.children[listing][row.customer].remove(rid)
+        return row
+
+    def child_table(self, listing: str, customer: int) -> Table | None:
+        """A customer's contacts or payment sources; None when there is no such customer.
+
+        Call with `lock` held; the table is live (do not keep it past the lock).
+        """
+        if customer not in self.tables["customers"].rows:
+            return None
+        table = self.children[listing].get(customer)
+        return table if table is not None else Table(listing)
+
     # -- reading ---------------------------------------------------------------------------
 
     def truth(self) -> dict[str, int]:
-        """Row count of every listing, everything included."""
+        """Row count of every listing, everything included: archived plans and items too, and
+        contacts and payment sources of every customer."""
         with self.lock:
             return {listing: len(self.tables[listing]) for listing in LISTINGS}
 
@@ -1433,13 +2212,26 @@ class Dataset:
         return self.tables[listing]
 
     def records_bytes(self, listing: str) -> bytes:
-        """Every record of a listing, full form, by ascending id, as one JSON array."""
+        """Every record of a listing, full form, by ascending id, as one JSON array.
+
+        Contacts and payment sources come as the API sends them plus a `"customer": <id>` key
+        (last) naming the customer they are listed under, which the API does not send.
+        """
         with self.lock:
             table = self.table(listing)
-            return b"[" + b",".join(table.rows[rid].blob for rid in table.ids) + b"]"
+            if listing in CUSTOMER_LISTINGS:
+                blobs = [table.rows[rid].with_customer for rid in table.ids]
+            else:
+                blobs = [table.rows[rid].blob for rid in table.ids]
+            return b"[" + b",".join(blobs) + b"]"
 
     def records(self, listing: str) -> list[dict[str, Any]]:
-        """Every record of a listing as parsed JSON, full form, by ascending id."""
+        """Every record of a listing as parsed JSON, full form, by ascending id.
+
+        Ids are strings for plans, items, coupons and tax rates (sorted as strings). Plans and
+        items include the archived ones (`archived: true`). Contacts and payment sources are
+        those of every customer, each with an added `"customer"` key (see `records_bytes`).
+        """
         return json.loads(self.records_bytes(listing))
 
     # -- mutations -------------------------------------------------------------------------
@@ -1452,16 +2244,33 @@ class Dataset:
     def _add_event(
         self, listing: str, action: str, timestamp: int, subject: Row, **kw: Any
     ) -> None:
+        if listing in EVENTLESS_LISTINGS:
+            return
         events = self.tables["events"]
         event_id = events.max_id() + 1
         events.add(event_row(event_id, listing, action, timestamp, subject, **kw))
 
+    def _mutation_gen(self, listing: str) -> Gen:
+        """The original listings share one mutation stream (as they always have); each newer
+        listing has its own, so that mutating it never changes what later calls do to others."""
+        if listing in ORIGINAL_LISTINGS:
+            return self._gen
+        g = self._mutation_gens.get(listing)
+        if g is None:
+            g = self._stream(f"invoiced-emulator-mutations:{listing}")
+            self._mutation_gens[listing] = g
+        return g
+
     def mutate(
         self, listing: str, *, insert: int = 0, update: int = 0, delete: int = 0
-    ) -> dict[str, list[int]]:
+    ) -> dict[str, list[Any]]:
         """Insert, update and delete records of one listing, recording their events.
 
-        Which records change depends only on the seed and the sequence of calls.
+        Which records change depends only on the seed and the sequence of calls. Contacts and
+        payment sources are inserted on random existing customers; deleting a customer deletes
+        its contacts (with `contact.deleted` events) and payment sources. Plans, items, coupons,
+        tax rates and payment sources record no events; updating plans or items may archive or
+        restore them.
         """
         if listing not in RECORD_LISTINGS:
             raise ValueError(
@@ -1470,22 +2279,27 @@ class Dataset:
         if min(insert, update, delete) < 0:
             raise ValueError("insert, update and delete must be >= 0")
         with self.lock:
+            g = self._mutation_gen(listing)
             timestamp = self._next_timestamp()
             table = self.tables[listing]
             existing = list(table.ids)
-            inserted = self._insert(listing, insert, timestamp)
-            updated = self._update(listing, existing, update, timestamp)
+            inserted = self._insert(g, listing, insert, timestamp)
+            updated = self._update(g, listing, existing, update, timestamp)
             changed = set(updated)
             untouched = [rid for rid in existing if rid not in changed]
-            deleted = self._delete(listing, untouched, delete, timestamp)
+            deleted = self._delete(g, listing, untouched, delete, timestamp)
         return {"inserted": inserted, "updated": updated, "deleted": deleted}
 
-    def _insert(self, listing: str, count: int, timestamp: int) -> list[int]:
+    def _insert(self, g: Gen, listing: str, count: int, timestamp: int) -> list[Any]:
+        if listing in CATALOG_LISTINGS:
+            return self._insert_catalog(g, listing, count, timestamp)
+        if listing in CUSTOMER_LISTINGS:
+            return self._insert_children(g, listing, count, timestamp)
         table = self.tables[listing]
         ids = []
         for _ in range(count):
-            rid = table.max_id() + self._gen.rng.choice((1, 1, 2))
-            record = MAKERS[listing](self._gen, rid, timestamp)
+            rid = table.max_id() + g.rng.choice((1, 1, 2))
+            record = MAKERS[listing](g, rid, timestamp)
             if "updated_at" in record:  # some adjustments carry none, like the sample's
                 record["updated_at"] = timestamp
             if listing == "subscriptions":
@@ -1496,25 +2310,63 @@ class Dataset:
             ids.append(rid)
         return ids
 
+    def _insert_catalog(self, g: Gen, listing: str, count: int, timestamp: int) -> list[Any]:
+        """New user-chosen ids: they sort anywhere among the existing ones."""
+        table = self.tables[listing]
+        ids = []
+        for _ in range(count):
+            rid = new_catalog_id(g, listing, table.rows)
+            table.insert(record_row(listing, CATALOG_MAKERS[listing](g, rid, timestamp)))
+            ids.append(rid)
+        return ids
+
+    def _insert_children(self, g: Gen, listing: str, count: int, timestamp: int) -> list[Any]:
+        table = self.tables[listing]
+        customers = self.tables["customers"].ids
+        ids = []
+        for _ in range(count if customers else 0):
+            customer = g.rng.choice(customers)
+            rid = table.max_id() + g.rng.choice((1, 1, 2))
+            if listing == "contacts":
+                primary = not self.children[listing].get(customer)
+                record = make_contact(g, rid, timestamp, primary=primary)
+                record["updated_at"] = timestamp
+            else:
+                record = make_payment_source(g, rid, timestamp)
+            row = record_row(listing, record, parent=customer)
+            self._add_child(listing, row)
+            self._add_event(listing, "created", timestamp, row)
+            ids.append(rid)
+        return ids
+
     @staticmethod
     def _activate(sub: dict[str, Any]) -> None:
         """A subscription created now is live."""
         sub["status"], sub["canceled_at"], sub["paused"] = "active", None, False
 
-    def _update(self, listing: str, pool: list[int], count: int, timestamp: int) -> list[int]:
+    def _update(
+        self, g: Gen, listing: str, pool: list[Any], count: int, timestamp: int
+    ) -> list[Any]:
         table = self.tables[listing]
-        chosen = sorted(self._gen.rng.sample(pool, min(count, len(pool))))
+        chosen = sorted(g.rng.sample(pool, min(count, len(pool))))
         for rid in chosen:
-            old = table.rows[rid].parse()
-            new = json.loads(table.rows[rid].blob)
-            update_record(self._gen, listing, new, timestamp)
-            row = record_row(listing, new)
-            table.replace(row)
+            current = table.rows[rid]
+            old = current.parse()
+            new = current.parse()
+            update_record(g, listing, new, timestamp)
+            row = record_row(listing, new, parent=current.customer)
+            if listing in CUSTOMER_LISTINGS:
+                self._replace_child(listing, row)  # the customer itself is left as it was
+            else:
+                table.replace(row)
             self._add_event(listing, "updated", timestamp, row, previous=changed_fields(old, new))
         return chosen
 
-    def _referenced_documents(self, listing: str) -> set[int]:
-        """Ids of `listing` that payments apply to: deleting those would dangle references."""
+    def _protected(self, listing: str) -> set[Any]:
+        """Ids that deletions spare while they can: documents payments apply to (deleting
+        those would dangle references) and catalog objects other records name."""
+        if listing in CATALOG_LISTINGS:
+            return set(fixed_catalog_ids(listing))
         key = {"invoices": "invoice", "credit_notes": "credit_note", "estimates": "estimate"}
         if listing not in key:
             return set()
@@ -1525,13 +2377,28 @@ class Dataset:
                     referenced.add(app[key[listing]])
         return referenced
 
-    def _delete(self, listing: str, pool: list[int], count: int, timestamp: int) -> list[int]:
-        referenced = self._referenced_documents(listing) if count else set()
-        free = [rid for rid in pool if rid not in referenced]
+    def _delete(
+        self, g: Gen, listing: str, pool: list[Any], count: int, timestamp: int
+    ) -> list[Any]:
+        protected = self._protected(listing) if count else set()
+        free = [rid for rid in pool if rid not in protected]
         candidates = free if len(free) >= count else pool
-        chosen = sorted(self._gen.rng.sample(candidates, min(count, len(candidates))))
+        chosen = sorted(g.rng.sample(candidates, min(count, len(candidates))))
         table = self.tables[listing]
         for rid in chosen:
-            row = table.remove(rid)
+            if listing in CUSTOMER_LISTINGS:
+                row = self._remove_child(listing, rid)
+            else:
+                row = table.remove(rid)
             self._add_event(listing, "deleted", timestamp, row)
+            if listing == "customers":
+                self._delete_children(rid, timestamp)
         return chosen
+
+    def _delete_children(self, customer: int, timestamp: int) -> None:
+        """A deleted customer's contacts and payment sources go with it."""
+        for listing in CUSTOMER_LISTINGS:
+            children = self.children[listing].get(customer)
+            for rid in list(children.ids) if children is not None else []:
+                row = self._remove_child(listing, rid)
+                self._add_event(listing, "deleted", timestamp, row)

@@ -8,6 +8,11 @@ of un-walked pages at offset >= 10,000; offset paging with `sort`; hidden cancel
 subscriptions; `include=applied_to` on payments; strict query parameters on customers and
 payments; and a cap on concurrent requests per key answered with 429 and no Retry-After.
 
+Plans, items, coupons and tax rates have string ids (pages continue after the last id string)
+and ignore `updated_after`; plans and items list only unarchived rows unless `archived=1`, which
+lists only the archived ones. Contacts and payment sources are listed (and retrieved) per
+customer under /customers/{id}/, a 404 for a customer that does not exist.
+
 `/_emulator/*` is the unauthenticated control API (truth, records, mutations, faults, stats) for
 other processes; faults, latency and the concurrency cap never apply to it.
 """
@@ -33,15 +38,19 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from invoiced_assets.emulator.data import (
+    ARCHIVABLE_LISTINGS,
+    CATALOG_LISTINGS,
+    CUSTOMER_LISTINGS,
     DATED_LISTINGS,
     EVENT_OBJECTS,
     FIELDS,
     HUMAN_NAMES,
     LISTINGS,
     NESTED_FIELDS,
+    TOP_LEVEL_LISTINGS,
     Dataset,
     Row,
     Table,
@@ -358,9 +367,12 @@ def field_predicates(listing: str, params: dict[str, str]) -> list[Predicate]:
 
 
 def time_predicates(listing: str, params: dict[str, str]) -> list[Predicate]:
-    """updated_after/updated_before (strict) and start_date/end_date (inclusive, on `date`)."""
+    """updated_after/updated_before (strict) and start_date/end_date (inclusive, on `date`).
+
+    The events route has no updated_* parameters, and the catalog's listings ignore them.
+    """
     predicates: list[Predicate] = []
-    if listing != "events":  # the events route has no updated_* parameters
+    if listing != "events" and listing not in CATALOG_LISTINGS:
         after, before = php_int(params.get("updated_after")), php_int(params.get("updated_before"))
         if after > 0:
             predicates.append(lambda v: v.updated() > after)
@@ -398,6 +410,12 @@ def subscription_predicates(params: dict[str, str]) -> list[Predicate]:
     return predicates
 
 
+def archived_predicates(params: dict[str, str]) -> list[Predicate]:
+    """Plans and items: the unarchived ones, or with archived=1 only the archived ones."""
+    archived = php_truthy(params.get("archived"))
+    return [lambda v: bool(v.row.archived) == archived]
+
+
 def event_predicates(params: dict[str, str]) -> list[Predicate]:
     """related_to=OBJECT,ID (the object's events, and for customers their documents' too)."""
     predicates: list[Predicate] = []
@@ -432,6 +450,8 @@ def parse_list_query(listing: str, params: dict[str, str]) -> ListQuery:
     query.predicates = field_predicates(listing, params) + time_predicates(listing, params)
     if listing == "subscriptions":
         query.predicates += subscription_predicates(params)
+    if listing in ARCHIVABLE_LISTINGS:
+        query.predicates += archived_predicates(params)
     if listing == "events":
         query.predicates += event_predicates(params)
     query.include_applied_to = "applied_to" in params.get("include", "").split(",")
@@ -921,13 +941,32 @@ class EmulatorServer:
         segments = path.strip("/").split("/")
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         try:
-            if method == "GET" and segments[0] in LISTINGS and len(segments) <= 2:
+            if method == "GET" and segments[0] in TOP_LEVEL_LISTINGS and len(segments) <= 2:
                 if len(segments) == 1:
                     return self._list(segments[0], path, params, headers, key)
                 return self._retrieve(segments[0], segments[1], params)
+            if (
+                method == "GET"
+                and segments[0] == "customers"
+                and len(segments) in (3, 4)
+                and segments[2] in CUSTOMER_LISTINGS
+            ):
+                parent = self._customer_id(segments[1])
+                if len(segments) == 3:
+                    return self._list(segments[2], path, params, headers, key, parent)
+                return self._retrieve(segments[2], segments[3], params, parent)
             raise ApiError(404, f"Request was not recognized: {method} {path}")
         except ApiError as error:
             return error.response()
+
+    def _customer_id(self, raw_id: str) -> int:
+        """The id of an existing customer, else the 404 the service answers."""
+        rid = int(raw_id) if raw_id.isdigit() else None
+        with self.dataset.lock:
+            exists = rid is not None and rid in self.dataset.table("customers").rows
+        if not exists or rid is None:
+            raise ApiError(404, f"{HUMAN_NAMES['customers']} was not found: {unquote(raw_id)}")
+        return rid
 
     def _list(
         self,
@@ -936,7 +975,9 @@ class EmulatorServer:
         params: dict[str, str],
         headers: dict[str, str],
         key: str,
+        parent: int | None = None,
     ) -> Response:
+        """A page of a listing; of one customer's contacts or payment sources with `parent`."""
         query = parse_list_query(listing, params)
         # A walk is one key's sequence of pages of one path with the same other parameters,
         # compared as the service compares them: in any order, per_page by its clamped value
@@ -944,7 +985,13 @@ class EmulatorServer:
         others = sorted((k, v) for k, v in params.items() if k not in ("page", "per_page"))
         walk = (key, path, query.per_page, tuple(others))
         with self.dataset.lock:
-            table = self.dataset.table(listing)
+            if parent is None:
+                table = self.dataset.table(listing)
+            else:
+                child_table = self.dataset.child_table(listing, parent)
+                if child_table is None:  # deleted since the route checked it
+                    raise ApiError(404, f"{HUMAN_NAMES['customers']} was not found: {parent}")
+                table = child_table
             rows, total = self._pager.page(listing, table, query, walk)
         full = listing == "payments" and query.include_applied_to
         body = b"[" + b",".join(row.blob if full else row.listing_blob for row in rows) + b"]"
@@ -952,12 +999,20 @@ class EmulatorServer:
         link = link_header(f"http://{host}{path}", params, query.page, query.per_page, total)
         return Response(200, body, headers=[("X-Total-Count", str(total)), ("Link", link)])
 
-    def _retrieve(self, listing: str, raw_id: str, params: dict[str, str]) -> Response:
-        rid = int(raw_id) if raw_id.isdigit() else None
+    def _retrieve(
+        self, listing: str, raw_id: str, params: dict[str, str], parent: int | None = None
+    ) -> Response:
+        """One record by id (a string id for the catalog's listings; with `parent`, only a
+        contact or payment source of that customer)."""
+        rid: Any = unquote(raw_id) if listing in CATALOG_LISTINGS else None
+        if rid is None and raw_id.isdigit():
+            rid = int(raw_id)
         with self.dataset.lock:
             row = self.dataset.table(listing).rows.get(rid) if rid is not None else None
+        if row is not None and parent is not None and row.customer != parent:
+            row = None
         if row is None:
-            raise ApiError(404, f"{HUMAN_NAMES[listing]} was not found: {raw_id}")
+            raise ApiError(404, f"{HUMAN_NAMES[listing]} was not found: {unquote(raw_id)}")
         full = listing != "payments" or "applied_to" in params.get("include", "").split(",")
         return Response(200, row.blob if full else row.listing_blob)
 
