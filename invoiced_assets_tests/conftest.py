@@ -1,6 +1,7 @@
 """Shared fixtures: a local Invoiced emulator on 127.0.0.1 and clients with tiny waits."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,18 @@ def fresh_emulator() -> Iterator[EmulatorServer]:
 def instant_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Step retries (INVOICED_STEP_RETRIES) keep their count but wait no time in tests."""
     monkeypatch.setenv("INVOICED_STEP_RETRY_DELAY_SECONDS", "0")
+
+
+def use_emulator(
+    monkeypatch: pytest.MonkeyPatch,
+    server: EmulatorServer,
+    database: Path | None = None,
+    **variables: str,
+) -> None:
+    """Point the project's settings (environment variables) at `server` and a DuckDB file."""
+    monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
+    monkeypatch.setenv("INVOICED_BASE_URL", server.url)
+    if database is not None:
+        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(database))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)

@@ -17,7 +17,7 @@ from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 from .test_sync_job import run_sync
 
 
@@ -61,10 +61,7 @@ def test_collapse() -> None:
 @pytest.fixture
 def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(scale=0.2, seed=31, api_key=API_KEY) as server:
-        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
-        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        use_emulator(monkeypatch, server, tmp_path / "warehouse.duckdb", DAGSTER_HOME=str(tmp_path))
         yield server
 
 

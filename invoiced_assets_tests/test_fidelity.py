@@ -14,23 +14,19 @@ import pytest
 
 from invoiced_assets.emulator import EmulatorServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 from .test_sync_job import run_sync
 from .warehouse_compare import assert_matches_truth
 
 
 @pytest.fixture(scope="module")
-def loaded() -> Iterator[tuple[EmulatorServer, Path]]:
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServer, Path]]:
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         EmulatorServer(scale=1, seed=1, api_key=API_KEY) as server,
     ):
-        import tempfile
-
-        path = Path(tempfile.mkdtemp()) / "warehouse.duckdb"
-        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
-        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(path))
+        path = tmp_path_factory.mktemp("fidelity") / "warehouse.duckdb"
+        use_emulator(monkeypatch, server, path)
         assert run_sync().success
         yield server, path
 

@@ -19,7 +19,7 @@ from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.incremental import CURSOR_EVENT_ID, CURSOR_UPDATED_AT, SYNC_KIND
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 from .test_sync_job import run_sync
 from .warehouse_compare import assert_matches_truth
 
@@ -27,10 +27,9 @@ from .warehouse_compare import assert_matches_truth
 @pytest.fixture
 def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(scale=0.2, seed=51, api_key=API_KEY) as server:
-        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
-        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(tmp_path / "incremental.duckdb"))
-        monkeypatch.setenv("INVOICED_SYNC_MODE", "incremental")
+        use_emulator(
+            monkeypatch, server, tmp_path / "incremental.duckdb", INVOICED_SYNC_MODE="incremental"
+        )
         yield server
 
 

@@ -26,16 +26,14 @@ import requests
 from invoiced_assets import catalogue, extraction
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 from .test_sync_job import EXPECTED_METADATA, run_sync
 
 
 @pytest.fixture
 def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(scale=0.2, seed=41, api_key=API_KEY) as server:
-        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
-        monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+        use_emulator(monkeypatch, server, tmp_path / "warehouse.duckdb")
         yield server
 
 

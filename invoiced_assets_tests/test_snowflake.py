@@ -33,7 +33,7 @@ from invoiced_assets.settings import load_settings
 from invoiced_assets.shaping import ShapedTable, shape_records
 from invoiced_assets.snowflake_destination import STAGING_PREFIX, snowflake_io_manager
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 from .test_sync_job import expected_counts
 from .test_tables import INVOICE
 
@@ -311,9 +311,7 @@ def test_credentials_stay_environment_variables(monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(scale=0.2, seed=31, api_key=API_KEY) as server:
-        monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-        monkeypatch.setenv("INVOICED_BASE_URL", server.url)
-        monkeypatch.setenv("INVOICED_DESTINATION", "snowflake")
+        use_emulator(monkeypatch, server, INVOICED_DESTINATION="snowflake")
         yield server
 
 

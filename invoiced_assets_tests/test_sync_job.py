@@ -22,7 +22,7 @@ from invoiced_assets.definitions import build_definitions
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import load_settings
 
-from .conftest import API_KEY
+from .conftest import API_KEY, use_emulator
 
 EXPECTED_METADATA = {
     "dagster/row_count", "dagster/column_schema", "dagster/table_name", "primary_key",
@@ -40,9 +40,7 @@ def account() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def warehouse(tmp_path: Path, account: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "warehouse.duckdb"
-    monkeypatch.setenv("INVOICED_API_KEY", API_KEY)
-    monkeypatch.setenv("INVOICED_BASE_URL", account.url)
-    monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(path))
+    use_emulator(monkeypatch, account, path)
     return path
 
 
