@@ -60,6 +60,16 @@ class _TableRecord:
     state: SyncState
 
 
+def _history(event: Any) -> _TableRecord:
+    """What a table's last materialization event says (nothing, for a new table)."""
+    materialization = event.asset_materialization if event else None
+    metadata = materialization.metadata if materialization else {}
+    rows = metadata.get("dagster/row_count")
+    return _TableRecord(
+        int(rows.value) if rows is not None else None, SyncState.from_metadata(metadata)
+    )
+
+
 class SyncStep:
     """One run of the multi-asset; `tables` maps each selected table name to its `TableAsset`."""
 
@@ -78,18 +88,13 @@ class SyncStep:
         self.options = options
         self.selected_checks = {(c.asset_key, c.name) for c in context.selected_asset_check_keys}
         self.now = now()
-        self.history = {name: self._history(t.key) for name, t in tables.items()}
+        # One query for every table's last materialization, not one per table.
+        latest = context.instance.get_latest_materialization_events(
+            [t.key for t in tables.values()]
+        )
+        self.history = {name: _history(latest.get(t.key)) for name, t in tables.items()}
 
     # -- planning -------------------------------------------------------------------------------
-
-    def _history(self, key: dg.AssetKey) -> _TableRecord:
-        event = self.context.instance.get_latest_materialization_event(key)
-        materialization = event.asset_materialization if event else None
-        metadata = materialization.metadata if materialization else {}
-        rows = metadata.get("dagster/row_count")
-        return _TableRecord(
-            int(rows.value) if rows is not None else None, SyncState.from_metadata(metadata)
-        )
 
     def _wants_customer_ids(self) -> bool:
         return any(
