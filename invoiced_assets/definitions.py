@@ -39,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 api_key=dg.EnvVar("INVOICED_API_KEY"),
                 environment=settings.environment,
                 base_url=settings.base_url,
+                max_in_flight=settings.max_in_flight,
             ),
             IO_MANAGER_KEY: build_io_manager(settings),
             WAREHOUSE_KEY: build_warehouse(settings),

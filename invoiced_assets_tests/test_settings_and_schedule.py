@@ -126,3 +126,11 @@ def test_dagster_plus_without_snowflake_settings_fails_clearly() -> None:
 def test_snowflake_schema_must_be_an_identifier() -> None:
     with pytest.raises(SettingsError, match="SNOWFLAKE_SCHEMA"):
         load_settings({"SNOWFLAKE_SCHEMA": "bad-schema; drop", **SNOWFLAKE})
+
+
+def test_requests_in_flight_are_capped_by_the_service_limit() -> None:
+    assert load_settings({}).max_in_flight == 8
+    assert load_settings({"INVOICED_MAX_IN_FLIGHT": "16"}).max_in_flight == 16
+    for raw in ("0", "21", "many"):
+        with pytest.raises(SettingsError, match=r"INVOICED_MAX_IN_FLIGHT.*1 to 20"):
+            load_settings({"INVOICED_MAX_IN_FLIGHT": raw})
