@@ -12,6 +12,7 @@ loaded in full instead.
 """
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +110,7 @@ class SyncStep:
         if (
             self._wants_customer_ids()
             and CUSTOMERS not in wanted
-            and not (self.options.incremental and self._customer_ids_from_warehouse() is not None)
+            and not (self.options.incremental and self._customer_ids_from_warehouse is not None)
         ):
             wanted[CUSTOMERS] = set()  # its ids only, to resolve references
         plans = [self._plan(obj, names) for obj, names in wanted.items()]
@@ -147,8 +148,10 @@ class SyncStep:
             return None  # a table was dropped since: reload it whole
         return min(state.updated_after() for state in states)
 
+    @functools.cached_property
     def _customer_ids_from_warehouse(self) -> set[Any] | None:
-        if self.warehouse is None or not table_exists(self.warehouse, CUSTOMERS.name, ("id",)):
+        """The customers table's ids (read once: planning and the reference checks share them)."""
+        if self.warehouse is None:
             return None
         return read_ids(self.warehouse, CUSTOMERS.name, CUSTOMERS.primary_key)
 
@@ -195,7 +198,7 @@ class SyncStep:
 
         customer_ids = None
         if self._wants_customer_ids() and not any(p.obj is CUSTOMERS for p in plans):
-            customer_ids = self._customer_ids_from_warehouse()
+            customer_ids = self._customer_ids_from_warehouse
         waiting_for_customers: list[tuple[Any, pd.Series]] = []
         failures: list[Extraction] = []
         for extraction in extract_concurrently(self.client, plans, log=self.context.log.info):
@@ -253,7 +256,8 @@ class SyncStep:
         if obj.name in merged:
             ids = set(merged[obj.name].frame[obj.primary_key].dropna().tolist())
         else:
-            ids = (read_ids(self.warehouse, obj.name, obj.primary_key) - deleted) | changed
+            previous_ids = read_ids(self.warehouse, obj.name, obj.primary_key) or set()
+            ids = (previous_ids - deleted) | changed
         self.context.log.info(
             f"{obj.name}: {len(changed)} changed and {len(deleted)} deleted since the last load"
         )

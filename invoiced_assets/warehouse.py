@@ -67,6 +67,7 @@ def table_exists(warehouse: Warehouse, table: str, key: tuple[str, ...]) -> bool
     return warehouse.read_table(table, key, columns=list(key)) is not None
 
 
-def read_ids(warehouse: Warehouse, table: str, key: str) -> set[Any]:
+def read_ids(warehouse: Warehouse, table: str, key: str) -> set[Any] | None:
+    """The table's keys, or None when the table does not exist."""
     previous = warehouse.read_table(table, (key,), columns=[key])
-    return set() if previous is None else set(previous.frame[key].dropna().tolist())
+    return None if previous is None else set(previous.frame[key].dropna().tolist())
