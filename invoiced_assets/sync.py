@@ -121,32 +121,32 @@ class SyncStep:
 
     def _plan(self, obj: InvoicedObject, names: set[str]) -> ReadPlan:
         if obj.append_only:
-            after_id = self._after_id(obj, names)
+            after_id = self._after_id(names)
             return ReadPlan(obj, frozenset(names), after_id=after_id)
         return ReadPlan(obj, frozenset(names), self._updated_after(obj, names))
 
-    def _after_id(self, obj: InvoicedObject, names: set[str]) -> int | None:
-        if not (self.options.incremental and names and self.warehouse):
+    def _after_id(self, names: set[str]) -> int | None:
+        """Where an append-only read continues (the newest id held), or None for a full read."""
+        if not self._can_continue(names, by_id=True):
             return None
-        states = [self.history[name].state for name in names]
-        reconcile = self.options.full_reconcile_hours
-        if not all(state.can_continue(self.now, reconcile, by_id=True) for state in states):
-            return None
-        if not all(table_exists(self.warehouse, n, self.tables[n].primary_key) for n in names):
-            return None
-        return min(state.cursor_event_id or 0 for state in states)
+        return min(self.history[name].state.cursor_event_id or 0 for name in names)
 
     def _updated_after(self, obj: InvoicedObject, names: set[str]) -> int | None:
         """The incremental cursor of a read, or None when a full read is due."""
-        if not (self.options.incremental and obj.incremental and names and self.warehouse):
+        if not (obj.incremental and self._can_continue(names, by_id=False)):
             return None
-        states = [self.history[name].state for name in names]
+        return min(self.history[name].state.updated_after() for name in names)
+
+    def _can_continue(self, names: set[str], *, by_id: bool) -> bool:
+        """Whether every table of a read can take changes only (else it is loaded in full)."""
+        if not (self.options.incremental and names and self.warehouse):
+            return False
         reconcile = self.options.full_reconcile_hours
-        if not all(state.can_continue(self.now, reconcile) for state in states):
-            return None
-        if not all(table_exists(self.warehouse, n, self.tables[n].primary_key) for n in names):
-            return None  # a table was dropped since: reload it whole
-        return min(state.updated_after() for state in states)
+        states = [self.history[name].state for name in names]
+        if not all(state.can_continue(self.now, reconcile, by_id=by_id) for state in states):
+            return False
+        # A table dropped since its last load is reloaded whole.
+        return all(table_exists(self.warehouse, n, self.tables[n].primary_key) for n in names)
 
     @functools.cached_property
     def _customer_ids_from_warehouse(self) -> set[Any] | None:
