@@ -56,6 +56,11 @@ class ReadPlan:
     # updated_at says (their contacts changed, according to the events).
     also_customers: frozenset = field(default_factory=frozenset)
 
+    @property
+    def incremental(self) -> bool:
+        """Whether this read takes only what changed (else it reads every record)."""
+        return self.updated_after is not None or self.after_id is not None
+
 
 @dataclass
 class Extraction:
@@ -259,7 +264,7 @@ def extract_object(
         for variant in obj.list_variants:
             base = client.object_listing(obj.name, updated_after=plan.updated_after, params=variant)
             windows = [(None, None)]
-            if plan.updated_after is None and plan.after_id is None:
+            if not plan.incremental:
                 windows = date_windows(client, obj, base.params, planning)
             listings += [
                 (
@@ -322,7 +327,7 @@ def extract_object(
             None if None in counts else sum(c for c in counts if c is not None)
         )
         stats.requests += sum(listing.stats.requests for listing in complete)
-    if (plan.updated_after is not None or plan.after_id is not None) and not obj.per_customer:
+    if plan.incremental and not obj.per_customer:
         stats.total_count = None  # the read's own count covers only the changes
     if read_customers is not None:
         stats.requests += read_customers.requests

@@ -159,13 +159,11 @@ class SyncStep:
 
     def run(self) -> Iterator[dg.Output | dg.AssetCheckResult]:
         plans = self.plans()
-        incremental_plans = [
-            p for p in plans if p.updated_after is not None or p.after_id is not None
-        ]
+        incremental_plans = [p for p in plans if p.incremental]
         self.context.log.info(
             f"Reading {len(plans)} Invoiced listings from {self.client.settings.base_url}: "
             + ", ".join(
-                f"{p.obj.name} ({'changes' if p.updated_after is not None else 'all'})"
+                f"{p.obj.name} ({'changes' if p.incremental else 'all'})"
                 for p in sorted(plans, key=lambda p: p.obj.name)
             )
         )
@@ -232,8 +230,7 @@ class SyncStep:
         """The tables to write and the object's ids, after merging an incremental read."""
         assert extraction.tables is not None
         obj, changed = extraction.obj, extraction.ids or set()
-        plan = extraction.plan
-        if plan.updated_after is None and plan.after_id is None:
+        if not extraction.plan.incremental:
             return extraction.tables, changed
         assert self.warehouse is not None and deletions is not None
         deleted = deletions.for_object(obj)
@@ -273,7 +270,7 @@ class SyncStep:
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         table = self.tables[name]
         record = self.history[name]
-        full = extraction.plan.updated_after is None and extraction.plan.after_id is None
+        full = not extraction.plan.incremental
         obj = extraction.obj
         state = record.state.next_metadata(
             full=full,
