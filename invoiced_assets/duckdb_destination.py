@@ -28,6 +28,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.schema_evolution import ColumnPlan, PlannedColumn, plan_columns
 from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.written_table import table_metadata
 
 DUCKDB_TYPES: Mapping[FieldType, str] = {
     FieldType.INTEGER: "BIGINT",
@@ -86,29 +87,6 @@ def replace_table(
     )
     connection.unregister(view)
     return plan, [(c.name, DUCKDB_TYPES[c.type]) for c in plan.columns]
-
-
-def table_metadata(
-    shaped: ShapedTable, plan: ColumnPlan, sql_columns: Sequence[tuple[str, str]]
-) -> dict[str, Any]:
-    """What the UI shows for a written table."""
-    metadata: dict[str, Any] = {
-        "dagster/row_count": shaped.row_count,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, sql_type) for name, sql_type in sql_columns]
-        ),
-        "primary_key": ", ".join(shaped.key),
-        "schema_changed": plan.changed,
-    }
-    if plan.changed:
-        metadata["schema_changes"] = dg.MetadataValue.md(
-            "\n".join(f"- {line}" for line in plan.describe())
-        )
-    if shaped.widened:
-        metadata["columns_widened_from_catalogue"] = ", ".join(
-            f"{name} ({old} → {new})" for name, (old, new) in shaped.widened.items()
-        )
-    return metadata
 
 
 class DuckDBShapedTableTypeHandler(DuckDBPandasTypeHandler):

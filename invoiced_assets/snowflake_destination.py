@@ -48,9 +48,9 @@ from dagster_snowflake.snowflake_io_manager import SnowflakeDbClient
 from dagster_snowflake_pandas import SnowflakePandasIOManager, SnowflakePandasTypeHandler
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.duckdb_destination import table_metadata
 from invoiced_assets.schema_evolution import ColumnPlan, PlannedColumn, plan_columns
 from invoiced_assets.shaping import Column, ShapedTable, rewire
+from invoiced_assets.written_table import table_metadata
 
 SNOWFLAKE_TYPES: Mapping[FieldType, str] = {
     FieldType.INTEGER: "NUMBER(38,0)",
