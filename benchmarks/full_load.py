@@ -52,6 +52,18 @@ def emulator_json(url: str, path: str, method: str = "GET") -> dict:
         return json.loads(response.read() or b"{}")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one by default), or NaN where unknown."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -129,13 +141,15 @@ def main() -> int:
         longest_pages = math.ceil(counts[longest] / 100)
         bound = longest_pages * args.latency_ms / 1000
         emulator_json(url, "/_emulator/reset-stats", "POST")
+        emulator_cpu = cpu_seconds(emulator.pid)
 
         started = time.perf_counter()
         job = None if args.cli else load_job()
         startup = time.perf_counter() - started
-        started = time.perf_counter()
+        started, job_cpu = time.perf_counter(), cpu_seconds()
         ok, rows = run_cli() if args.cli else run_in_process(job)
-        wall = time.perf_counter() - started
+        wall, job_cpu = time.perf_counter() - started, cpu_seconds() - job_cpu
+        emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu
         stats = emulator_json(url, "/_emulator/stats")
     finally:
         emulator.terminate()
@@ -155,6 +169,9 @@ def main() -> int:
     )
     print(f"  records/s          {records / wall:,.0f}")
     print(f"  API requests       {stats['requests']:,} (by status {stats['by_status']})")
+    if not args.cli:
+        print(f"  CPU                {job_cpu:.2f} s job process, {emulator_cpu:.2f} s emulator"
+              f" (sharing {os.cpu_count()} cores)")  # fmt: skip
     print(f"  peak RSS           {peak_rss_mb():,.0f} MB (job process)")
     if bound:
         print(

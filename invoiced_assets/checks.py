@@ -37,8 +37,10 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_primary_key(frame: pd.DataFrame, key: Sequence[str]) -> CheckOutcome:
-    """Every row has a key, and no key is repeated."""
+def check_primary_key(
+    frame: pd.DataFrame, key: Sequence[str], *, rows: int | None = None
+) -> CheckOutcome:
+    """Every row has a key, and no key is repeated (`frame` needs only the key's columns)."""
     missing = [column for column in key if column not in frame.columns]
     if missing:
         return CheckOutcome(False, {"missing_key_columns": ", ".join(missing)})
@@ -50,7 +52,7 @@ def check_primary_key(frame: pd.DataFrame, key: Sequence[str]) -> CheckOutcome:
         null_rows == 0 and duplicated.empty,
         {
             "key": ", ".join(key),
-            "rows": len(frame),
+            "rows": len(frame) if rows is None else rows,
             "null_keys": null_rows,
             "duplicated_rows": len(duplicated),
             "duplicate_examples": str(sample) if sample else "none",

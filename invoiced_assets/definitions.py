@@ -24,12 +24,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     full_reconcile_hours=settings.full_reconcile_hours,
                     min_row_ratio=settings.min_row_ratio,
                 ),
+                # None when retries are off: the step's failure is then the error itself, not
+                # Dagster's "Exceeded max_retries of 0" wrapped around it.
                 retry_policy=dg.RetryPolicy(
                     max_retries=settings.step_retries,
                     delay=settings.step_retry_delay_seconds,
                     backoff=dg.Backoff.EXPONENTIAL,
                     jitter=dg.Jitter.PLUS_MINUS,
-                ),
+                )
+                if settings.step_retries
+                else None,
             )
         ],
         jobs=[sync_job],

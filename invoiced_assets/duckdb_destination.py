@@ -77,7 +77,8 @@ def replace_table(
     """Replace `schema.table` with `shaped` in the connection's open transaction."""
     plan = plan_columns(existing_columns(connection, schema, table), shaped.columns)
     view = f"__invoiced_incoming_{table}"
-    connection.register(view, shaped.frame)
+    # In memory, or batch files scanned one batch at a time (see `table_data`).
+    connection.register(view, shaped.data.arrow_source())
     select = ", ".join(_select_expression(c) for c in plan.columns)
     # On failure the transaction is rolled back and the connection closed by the client (a
     # cleanup statement here would only hide the error under "transaction is aborted").

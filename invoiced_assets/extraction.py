@@ -29,6 +29,7 @@ from invoiced_assets.api_errors import (
 from invoiced_assets.catalogue import InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, Listing, ListingStats
 from invoiced_assets.shaping import ObjectShaper, ShapedTable
+from invoiced_assets.table_data import BatchDirectory
 
 PROGRESS_LOG_INTERVAL_SECONDS = 10.0
 # A listing of more pages than this is split into date windows of about this many pages.
@@ -244,13 +245,15 @@ def extract_object(
     *,
     cancelled: threading.Event | None = None,
     customers: "CustomerIds | None" = None,
+    batches: BatchDirectory | None = None,
     log: Callable[[str], None] = _default_log,
 ) -> Extraction:
     """Read one object (its listings side by side), shaping each page as it arrives.
 
     An object's listings are its date windows, its variants (archived plans and items), or one
     per customer. Then the complete listing's X-Total-Count is asked once more, so the
-    row-count check can allow for records created or deleted during the read.
+    row-count check can allow for records created or deleted during the read. With `batches`,
+    long tables are written there batch by batch rather than held whole.
     """
     obj = plan.obj
     started = time.monotonic()
@@ -279,7 +282,7 @@ def extract_object(
                 )
                 for start, end in windows
             ]
-    shaper = ObjectShaper(obj, plan.tables)
+    shaper = ObjectShaper(obj, plan.tables, batches=batches)
     shaper_lock = threading.Lock()
     progress = _Progress(
         obj.name, [listing for listing, _ in listings], client.settings.page_size, log
@@ -347,6 +350,7 @@ def extract_concurrently(
     client: InvoicedClient,
     plans: Iterable[ReadPlan],
     *,
+    batches: BatchDirectory | None = None,
     log: Callable[[str], None] = _default_log,
 ) -> Iterator[Extraction]:
     """Read every planned object side by side; yield each one as soon as it is complete.
@@ -365,7 +369,7 @@ def extract_concurrently(
     def read(plan: ReadPlan) -> Extraction:
         try:
             extraction = extract_object(
-                client, plan, cancelled=cancelled, customers=customers, log=log
+                client, plan, cancelled=cancelled, customers=customers, batches=batches, log=log
             )
         except BaseException as exc:
             if plan.obj.name == "customers":

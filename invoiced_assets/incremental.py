@@ -25,6 +25,7 @@ from invoiced_assets.catalogue import CATALOGUE, FieldType, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, ListingStats
 from invoiced_assets.schema_evolution import plan_columns
 from invoiced_assets.shaping import Column, ShapedTable, rewire
+from invoiced_assets.table_data import FrameData
 
 OVERLAP_SECONDS = 1
 CURSOR_UPDATED_AT = "invoiced/cursor_updated_at"
@@ -156,7 +157,12 @@ def merge_tables(
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(kept) + incoming.row_count))
     columns = [Column(c.name, c.type) for c in plan.columns]
     return ShapedTable(
-        incoming.name, incoming.key, columns, frame, incoming.widened, incoming.unknown_columns
+        incoming.name,
+        incoming.key,
+        columns,
+        FrameData(frame),
+        incoming.widened,
+        incoming.unknown_columns,
     )
 
 

@@ -31,6 +31,15 @@ import pandas as pd
 import pyarrow as pa
 
 from invoiced_assets.catalogue import ChildTable, FieldSpec, FieldType, InvoicedObject
+from invoiced_assets.table_data import (
+    WIRE_ARROW_TYPES,
+    BatchDirectory,
+    FrameData,
+    TableData,
+    WrittenBatch,
+    batch_files,
+    write_batch,
+)
 
 POSITION_COLUMN = "position"
 
@@ -71,22 +80,43 @@ class ShapedTable:
     name: str
     key: tuple[str, ...]
     columns: list[Column]
-    frame: pd.DataFrame
+    data: TableData
     # Columns whose values did not fit the catalogue's type in this load: name -> (from, to).
     widened: dict[str, tuple[FieldType, FieldType]] = field(default_factory=dict)
     # Columns the catalogue does not know, seen in this load.
     unknown_columns: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of_frame(
+        cls, name: str, key: tuple[str, ...], columns: list[Column], frame: pd.DataFrame
+    ) -> "ShapedTable":
+        """A table held in memory (read back from a warehouse, merged, or built in a test)."""
+        return cls(name, key, columns, FrameData(frame))
+
     @property
     def row_count(self) -> int:
-        return len(self.frame)
+        return self.data.row_count
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every row at once, in wire form (a table written in batches is read back whole)."""
+        return self.data.to_frame()
+
+    def column(self, name: str) -> pd.Series:
+        """One column's values, every row (read alone from a table written in batches)."""
+        return self.data.columns([name])[name]
+
+    def key_frame(self) -> pd.DataFrame:
+        """The key's columns that the table has, every row."""
+        names = {c.name for c in self.columns}
+        return self.data.columns([column for column in self.key if column in names])
 
     def column_types(self) -> dict[str, FieldType]:
         return {c.name: c.type for c in self.columns}
 
     def empty_like(self) -> "ShapedTable":
         """The same table with no rows (to remove rows in a merge without adding any)."""
-        return ShapedTable(self.name, self.key, list(self.columns), self.frame.iloc[0:0])
+        return ShapedTable.of_frame(self.name, self.key, list(self.columns), self.data.head(0))
 
 
 # Python value kinds seen in a column, used to decide its final type.
@@ -118,27 +148,23 @@ def resolve_type(declared: FieldType | None, kinds: set[str]) -> FieldType:
     return FieldType.DECIMAL  # integers and floats, or integers in a decimal field
 
 
-# Arrow-backed pandas arrays: built from Python lists in C (about 7x faster than pandas' own
-# nullable dtypes, measured), and scanned by DuckDB without a copy.
-_INT64 = pd.ArrowDtype(pa.int64())
-_BOOL_DTYPE = pd.ArrowDtype(pa.bool_())
-_STRING = pd.ArrowDtype(pa.string())
-
-
-def _wire_values(values: list[Any], column_type: FieldType, value_types: set[type]) -> Any:
-    """Convert a column's Python values to the frame's wire representation."""
-    if column_type in (FieldType.INTEGER, FieldType.TIMESTAMP):
-        return pd.array(values, dtype=_INT64)
-    if column_type is FieldType.BOOLEAN:
-        return pd.array(values, dtype=_BOOL_DTYPE)
+# Arrow arrays built from Python lists in C (about 7x faster than pandas' own nullable dtypes,
+# measured), written to batch files or wrapped as Arrow-backed pandas columns, which DuckDB
+# scans without a copy.
+def _wire_array(values: list[Any], column_type: FieldType, value_types: set[type]) -> pa.Array:
+    """Convert a column's Python values to its wire representation (see the module docstring)."""
     if column_type is FieldType.DECIMAL:
         values = [None if v is None else repr(v) for v in values]
     elif column_type is FieldType.JSON:
         if not value_types <= {JsonText, type(None)}:
             values = [v if v is None or type(v) is JsonText else to_json_text(v) for v in values]
-    elif not value_types <= {str, type(None)}:
+    elif column_type is FieldType.STRING and not value_types <= {str, type(None)}:
         values = [v if v is None or isinstance(v, str) else _encode_json(v) for v in values]
-    return pd.array(values, dtype=_STRING)
+    return pa.array(values, WIRE_ARROW_TYPES[column_type], from_pandas=True)
+
+
+def _wire_values(values: list[Any], column_type: FieldType, value_types: set[type]) -> Any:
+    return pd.arrays.ArrowExtensionArray(_wire_array(values, column_type, value_types))
 
 
 def rewire(values: list[Any], column_type: FieldType) -> Any:
@@ -151,13 +177,16 @@ def rewire(values: list[Any], column_type: FieldType) -> Any:
         values = [v if v is None or isinstance(v, str) else repr(v) for v in values]
     elif column_type in (FieldType.JSON, FieldType.STRING):
         values = [v if v is None or isinstance(v, str) else _encode_json(v) for v in values]
-    else:
-        return _wire_values(values, column_type, set())
-    return pd.array(values, dtype=_STRING)
+    array = pa.array(values, WIRE_ARROW_TYPES[column_type], from_pandas=True)
+    return pd.arrays.ArrowExtensionArray(array)
 
 
 class TableBuilder:
-    """Accumulates one table column by column from pages of records."""
+    """Accumulates one table column by column from pages of records.
+
+    With a `BatchDirectory`, every `rows_per_batch` rows are written to disk as one Arrow batch and
+    dropped from memory (see `table_data`); without one, the table is held until `finish()`.
+    """
 
     def __init__(
         self,
@@ -167,6 +196,7 @@ class TableBuilder:
         key: tuple[str, ...],
         leading: Sequence[FieldSpec] = (),
         excluded: Iterable[str] = (),
+        batches: BatchDirectory | None = None,
     ) -> None:
         self.name = name
         self.key = key
@@ -174,8 +204,12 @@ class TableBuilder:
         self._leading = [f.name for f in leading]
         self._excluded = frozenset(excluded)
         self._columns: dict[str, list[Any]] = {name: [] for name in self._declared}
+        # The Python types seen in each column: in the whole table, and in the rows held.
         self._types: dict[str, set[type]] = {name: set() for name in self._declared}
-        self._rows = 0
+        self._held_types: dict[str, set[type]] = {name: set() for name in self._declared}
+        self._rows = 0  # rows held in memory
+        self._batches = batches
+        self._written: list[WrittenBatch] = []
 
     def add_rows(self, rows: Sequence[Mapping[str, Any]], leading: Sequence[tuple] = ()) -> None:
         """Append records; `leading[i]` holds the leading columns' values of row i."""
@@ -185,6 +219,7 @@ class TableBuilder:
         for name in seen.difference(self._columns):
             self._columns[name] = [None] * self._rows
             self._types[name] = set()
+            self._held_types[name] = set()
         for position, name in enumerate(self._leading):
             self._extend(name, [values[position] for values in leading])
         leading_names = set(self._leading)
@@ -192,6 +227,8 @@ class TableBuilder:
             if name not in leading_names:
                 self._extend(name, [row.get(name) for row in rows], column)
         self._rows += len(rows)
+        if self._batches is not None and self._rows >= self._batches.rows_per_batch:
+            self._write_batch(self._batches)
 
     def _extend(self, name: str, values: list[Any], column: list[Any] | None = None) -> None:
         # Hot path (every value of every page): set comprehensions over types, not per-value calls.
@@ -199,29 +236,64 @@ class TableBuilder:
         if dict in value_types or list in value_types:
             values = [to_json_text(v) if type(v) in _NESTED_TYPES else v for v in values]
             value_types = (value_types - {dict, list}) | {JsonText}
-        self._types[name] |= value_types
+        self._held_types[name] |= value_types
         (self._columns[name] if column is None else column).extend(values)
 
-    def finish(self) -> ShapedTable:
-        columns: list[Column] = []
-        data: dict[str, Any] = {}
-        widened: dict[str, tuple[FieldType, FieldType]] = {}
+    def _column_type(self, name: str, value_types: set[type]) -> FieldType:
+        return resolve_type(self._declared.get(name), kinds_of(value_types))
+
+    def _write_batch(self, batches: BatchDirectory) -> None:
+        """Write the rows held as one batch, each column of the type its values need so far."""
+        arrays: dict[str, tuple[FieldType, pa.Array]] = {}
         for name, values in self._columns.items():
-            declared = self._declared.get(name)
-            column_type = resolve_type(declared, kinds_of(self._types[name]))
-            if declared is not None and column_type is not declared:
-                widened[name] = (declared, column_type)
-            columns.append(Column(name, column_type))
-            data[name] = _wire_values(values, column_type, self._types[name])
-        frame = pd.DataFrame(data, index=pd.RangeIndex(self._rows))
+            held = self._held_types[name]
+            column_type = self._column_type(name, held)
+            arrays[name] = (column_type, _wire_array(values, column_type, held))
+            self._types[name] |= held
+        self._written.append(write_batch(batches.new_file(self.name), arrays))
+        self._columns = {name: [] for name in self._columns}
+        self._held_types = {name: set() for name in self._columns}
+        self._rows = 0
+
+    def finish(self) -> ShapedTable:
+        for name, held in self._held_types.items():
+            self._types[name] |= held
+        final = {name: self._column_type(name, self._types[name]) for name in self._columns}
+        widened = {
+            name: (declared, final[name])
+            for name, declared in self._declared.items()
+            if final[name] is not declared
+        }
         unknown = [name for name in self._columns if name not in self._declared]
-        return ShapedTable(self.name, self.key, columns, frame, widened, unknown)
+        columns = [Column(name, column_type) for name, column_type in final.items()]
+        data: TableData
+        if self._written:
+            if self._rows:
+                assert self._batches is not None
+                self._write_batch(self._batches)
+            data = batch_files(self._written, final)
+        else:
+            frame = pd.DataFrame(
+                {
+                    name: _wire_values(values, final[name], self._types[name])
+                    for name, values in self._columns.items()
+                },
+                index=pd.RangeIndex(self._rows),
+            )
+            data = FrameData(frame)
+        return ShapedTable(self.name, self.key, columns, data, widened, unknown)
 
 
 class ObjectShaper:
     """Shapes one object's pages into its table and its child tables in a single pass."""
 
-    def __init__(self, obj: InvoicedObject, tables: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        obj: InvoicedObject,
+        tables: Iterable[str] | None = None,
+        *,
+        batches: BatchDirectory | None = None,
+    ) -> None:
         wanted = None if tables is None else set(tables)
         self.obj = obj
         self.ids: set[Any] = set()  # every primary key seen, even when the table is not built
@@ -234,9 +306,10 @@ class ObjectShaper:
                 obj.fields,
                 key=(obj.primary_key,),
                 excluded=[child.source_field for child in obj.children],
+                batches=batches,
             )
         self._children: list[tuple[ChildTable, TableBuilder]] = [
-            (child, child_builder(obj, child))
+            (child, child_builder(obj, child, batches=batches))
             for child in obj.children
             if wanted is None or child.name in wanted
         ]
@@ -280,7 +353,9 @@ def flatten(record: Mapping[str, Any], nested: Mapping[str, Sequence[str]]) -> d
     return flat
 
 
-def child_builder(obj: InvoicedObject, child: ChildTable) -> TableBuilder:
+def child_builder(
+    obj: InvoicedObject, child: ChildTable, *, batches: BatchDirectory | None = None
+) -> TableBuilder:
     parent_key_type = next(
         (f.type for f in obj.fields if f.name == obj.primary_key), FieldType.INTEGER
     )
@@ -292,6 +367,7 @@ def child_builder(obj: InvoicedObject, child: ChildTable) -> TableBuilder:
             FieldSpec(child.parent_key_column, parent_key_type),
             FieldSpec(POSITION_COLUMN, FieldType.INTEGER),
         ),
+        batches=batches,
     )
 
 

@@ -249,9 +249,10 @@ def replace_table(
         try:
             # Transient: no Fail-safe copy is kept of a table that lives for one write.
             cursor.execute(f"CREATE TRANSIENT TABLE {staging} ({staging_columns})")
-            if shaped.row_count:
-                frame = shaped.frame.set_axis(list(wire_columns.values()), axis="columns")
-                _upload(connection, frame, database, schema, staging_name)
+            for frame in shaped.data.frames():  # a batch at a time (see `table_data`)
+                if len(frame):
+                    frame = frame.set_axis(list(wire_columns.values()), axis="columns")
+                    _upload(connection, frame, database, schema, staging_name)
             cursor.execute(
                 f"CREATE OR REPLACE TABLE {qualified_name(database, schema, warehouse_name(table))}"
                 # COPY GRANTS: roles granted SELECT on the table keep it on the new one.
@@ -418,7 +419,7 @@ class SnowflakeWarehouse(SnowflakeResource):
              for name, column in zip(names, values, strict=True)},
             index=pd.RangeIndex(len(rows)),
         )  # fmt: skip
-        return ShapedTable(table, key, [Column(n, types[n]) for n in names], frame)
+        return ShapedTable.of_frame(table, key, [Column(n, types[n]) for n in names], frame)
 
 
 def _plain(value: Any) -> Any:

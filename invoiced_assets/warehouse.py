@@ -60,7 +60,7 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 f"SELECT {select} FROM {quote(self.schema_name)}.{quote(table)}"
             ).to_arrow_table()
         frame = arrow.to_pandas(types_mapper=pd.ArrowDtype)
-        return ShapedTable(table, key, [Column(n, types[n]) for n in names], frame)
+        return ShapedTable.of_frame(table, key, [Column(n, types[n]) for n in names], frame)
 
 
 def table_exists(warehouse: Warehouse, table: str, key: tuple[str, ...]) -> bool:

@@ -390,3 +390,21 @@ def test_incremental_sync_on_snowflake(
     items = query("select invoice_id, id from invoiced.invoice_line_items")
     truth_items = {(r["id"], i["id"]) for r in account.records("invoices") for i in r["items"]}
     assert set(items) == truth_items
+
+
+def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(tmp_path: Path) -> None:
+    from invoiced_assets.table_data import BatchDirectory
+
+    from .test_batches import drifting_invoices, shape
+
+    records = drifting_invoices(300, seed=6)
+    assert write(shape(records, None)).success
+    sql = "select * from invoiced.invoices order by id"
+    whole = query(sql)
+    with BatchDirectory(str(tmp_path), rows_per_batch=40) as batches:
+        batched = shape(records, batches)
+        # A batch is written after the page (of 100) that fills it: three here.
+        assert len(batched["invoices"].data.paths) == 3  # type: ignore[attr-defined]
+        assert write(batched).success
+    assert query(sql) == whole and len(whole) == 300
+    assert not [name for name in table_names() if name.startswith(STAGING_PREFIX)]
