@@ -6,7 +6,7 @@ Snowflake, in SNOWFLAKE_SCHEMA; in a branch deployment, in a schema of the branc
 
 from typing import Any
 
-from invoiced_assets.duckdb_destination import duckdb_io_manager
+from invoiced_assets.duckdb_destination import duckdb_connection_config, duckdb_io_manager
 from invoiced_assets.settings import SCHEMA, Settings
 from invoiced_assets.warehouse import DuckDBWarehouse
 
@@ -17,7 +17,7 @@ def build_io_manager(settings: Settings) -> Any:
         from invoiced_assets.snowflake_destination import snowflake_io_manager
 
         return snowflake_io_manager(schema=settings.snowflake_schema)
-    return duckdb_io_manager(settings.duckdb_path, SCHEMA)
+    return duckdb_io_manager(settings.duckdb_path, SCHEMA, settings.duckdb_memory_limit)
 
 
 def build_warehouse(settings: Settings) -> Any:
@@ -26,4 +26,8 @@ def build_warehouse(settings: Settings) -> Any:
         from invoiced_assets.snowflake_destination import snowflake_warehouse
 
         return snowflake_warehouse(schema=settings.snowflake_schema)
-    return DuckDBWarehouse(database=str(settings.duckdb_path), schema_name=SCHEMA)
+    return DuckDBWarehouse(
+        database=str(settings.duckdb_path),
+        schema_name=SCHEMA,
+        connection_config=duckdb_connection_config(settings.duckdb_memory_limit),
+    )

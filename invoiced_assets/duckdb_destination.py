@@ -38,6 +38,11 @@ DUCKDB_TYPES: Mapping[FieldType, str] = {
     FieldType.STRING: "VARCHAR",
     FieldType.JSON: "JSON",
 }
+# DuckDB may use this much memory while it writes (INVOICED_DUCKDB_MEMORY_LIMIT); it writes what
+# does not fit to the database file. Its default, 80 % of the machine's memory, let a write hold
+# its whole table: RSS 1.0 GB writing a 1.4 GB table, 0.5 GB with this limit (it took 1.7x the
+# time, 3.1 s instead of 1.8 s for a million rows).
+DEFAULT_MEMORY_LIMIT = "256MB"
 _FIELD_TYPES_BY_DUCKDB_TYPE = {sql: field_type for field_type, sql in DUCKDB_TYPES.items()}
 
 
@@ -149,6 +154,18 @@ class InvoicedDuckDBIOManager(DuckDBPandasIOManager):
         )
 
 
-def duckdb_io_manager(database: Path, schema: str) -> InvoicedDuckDBIOManager:
+def duckdb_connection_config(memory_limit: str = DEFAULT_MEMORY_LIMIT) -> dict[str, Any]:
+    """The configuration of every connection to the warehouse file (DuckDB refuses a second
+    connection to an open file with another configuration, so readers use the same one)."""
+    return {"memory_limit": memory_limit}
+
+
+def duckdb_io_manager(
+    database: Path, schema: str, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> InvoicedDuckDBIOManager:
     database.parent.mkdir(parents=True, exist_ok=True)
-    return InvoicedDuckDBIOManager(database=str(database), schema=schema)
+    return InvoicedDuckDBIOManager(
+        database=str(database),
+        schema=schema,
+        connection_config=duckdb_connection_config(memory_limit),
+    )

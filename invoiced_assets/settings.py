@@ -51,6 +51,7 @@ class Settings:
     step_retries: int = 2
     max_in_flight: int = 8
     step_retry_delay_seconds: float = 60.0
+    duckdb_memory_limit: str = "256MB"
 
 
 def detect_deployment(env: Mapping[str, str]) -> Deployment:
@@ -165,6 +166,17 @@ def parse_duckdb_path(raw: str | None, schema: str = SCHEMA) -> Path:
     return path
 
 
+def parse_memory_limit(raw: str | None, default: str = "256MB") -> str:
+    """INVOICED_DUCKDB_MEMORY_LIMIT: DuckDB's memory for writing, e.g. 256MB or 2GB."""
+    value = (raw or default).strip().replace(" ", "")
+    if not re.fullmatch(r"(?i)\d+(\.\d+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value):
+        raise SettingsError(
+            "INVOICED_DUCKDB_MEMORY_LIMIT must be an amount with a unit, e.g. 256MB or 2GB,"
+            f" got {raw!r}."
+        )
+    return value
+
+
 def parse_destination(
     raw: str | None, env: Mapping[str, str], deployment: Deployment = "local"
 ) -> Literal["duckdb", "snowflake"]:
@@ -216,4 +228,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         step_retry_delay_seconds=_parse_number(
             env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
         ),
+        duckdb_memory_limit=parse_memory_limit(env.get("INVOICED_DUCKDB_MEMORY_LIMIT")),
     )

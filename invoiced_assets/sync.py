@@ -11,10 +11,8 @@ through the same path as a full load; see `incremental` for the cursors and when
 loaded in full instead.
 """
 
-import contextlib
 import dataclasses
 import functools
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,16 +39,12 @@ from invoiced_assets.incremental import (
     read_deletions,
 )
 from invoiced_assets.invoiced_api import InvoicedClient
+from invoiced_assets.process_tuning import tuned_for_sync
 from invoiced_assets.shaping import ShapedTable
 from invoiced_assets.table_data import BatchDirectory
 from invoiced_assets.warehouse import Warehouse, read_ids, table_exists
 
 PREVIEW_ROWS = 5
-# Every page parsed makes thousands of dicts and lists, which trigger the cyclic garbage
-# collector every 700 allocations; JSON has no cycles (reference counting frees it), so those
-# passes only cost time: about a third of a listing's walk and shaping (measured, invoices at
-# scale 5). During a step the collector runs 100x less often; it is restored afterwards.
-STEP_GC_THRESHOLD = 70_000
 TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)
 
 
@@ -167,7 +161,7 @@ class SyncStep:
 
     def run(self) -> Iterator[dg.Output | dg.AssetCheckResult]:
         # Long tables wait in batch files until written (see `table_data`); removed at the end.
-        with fewer_gc_passes(), BatchDirectory() as batches:
+        with tuned_for_sync(), BatchDirectory() as batches:
             yield from self._run(batches)
 
     def _run(self, batches: BatchDirectory) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -336,17 +330,6 @@ class SyncStep:
         for check_name, outcome in outcomes.items():
             if (table.key, check_name) in self.selected_checks:
                 yield checks.check_result(table.key, check_name, outcome)
-
-
-@contextlib.contextmanager
-def fewer_gc_passes(threshold: int = STEP_GC_THRESHOLD) -> Iterator[None]:
-    """Run the cyclic garbage collector's youngest generation every `threshold` allocations."""
-    previous = gc.get_threshold()
-    gc.set_threshold(max(threshold, previous[0]), *previous[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
 
 
 def markdown_preview(shaped: ShapedTable, rows: int = PREVIEW_ROWS, width: int = 40) -> str:

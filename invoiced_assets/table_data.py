@@ -59,7 +59,7 @@ class TableData(Protocol):
         ...
 
     def arrow_source(self) -> Any:
-        """What DuckDB scans: a DataFrame, or a dataset read from disk batch by batch."""
+        """What DuckDB scans: a DataFrame, or a stream of the batches read from disk."""
         ...
 
     def frames(self) -> Iterator[pd.DataFrame]:
@@ -117,8 +117,15 @@ class BatchFiles:
     def to_frame(self) -> pd.DataFrame:
         return _to_frame(self._dataset().to_table())
 
-    def arrow_source(self) -> pads.Dataset:
-        return self._dataset()
+    def arrow_source(self) -> pa.RecordBatchReader:
+        # A stream read one file at a time. DuckDB scanning the files as a pyarrow dataset
+        # instead read ahead so far that it held most of the table (measured: 1.6 GB of RSS
+        # for a 1.4 GB table, against 0.5 GB as a stream).
+        def batches() -> Iterator[pa.RecordBatch]:
+            for path in self.paths:
+                yield from _read_batch_file(path).to_batches()
+
+        return pa.RecordBatchReader.from_batches(self.schema, batches())
 
     def frames(self) -> Iterator[pd.DataFrame]:
         for path in self.paths:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import dagster as dg
 import duckdb
 import pandas as pd
+from pydantic import Field
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.duckdb_destination import existing_columns, quote
@@ -42,12 +43,16 @@ class DuckDBWarehouse(dg.ConfigurableResource):
 
     database: str
     schema_name: str
+    # The IO manager's (see `duckdb_destination.duckdb_connection_config`).
+    connection_config: dict[str, Any] = Field(default_factory=dict)
 
     def read_table(
         self, table: str, key: tuple[str, ...], columns: Sequence[str] | None = None
     ) -> ShapedTable | None:
         try:
-            connection = duckdb.connect(self.database, config={"custom_user_agent": "dagster"})
+            connection = duckdb.connect(
+                self.database, config={"custom_user_agent": "dagster", **self.connection_config}
+            )
         except duckdb.IOException:
             return None  # no warehouse file yet
         with connection:

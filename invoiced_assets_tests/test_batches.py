@@ -5,7 +5,8 @@ drift notes and every value alike, even when a late batch widens a column (integ
 fraction; text, then an object) or brings a new field; the batch files are one schema and
 DuckDB writes them as one table; a full job run with tiny batches writes every field exactly
 (field by field against the emulator), leaves no batch file behind, and a write that fails
-mid-listing (a full disk) keeps that table's last good copy and still writes the others.
+mid-listing (a full disk) keeps that table's last good copy and still writes the others. The
+allocator settings a step runs under (see `process_tuning`) are restored after it.
 """
 
 import errno
@@ -186,3 +187,17 @@ def test_a_failed_batch_write_keeps_the_last_good_table(
         }
         assert "customers" in written and "invoices" not in written
     assert not any((tmp_path / "tmp").iterdir()), "a failed run removes its batch files too"
+
+
+def test_the_step_allocator_settings_are_restored_after_it() -> None:
+    import gc
+
+    from invoiced_assets.process_tuning import STEP_GC_THRESHOLD, tuned_for_sync
+
+    threshold, pool = gc.get_threshold(), pa.default_memory_pool().backend_name
+    with pytest.raises(RuntimeError), tuned_for_sync():
+        assert gc.get_threshold()[0] == STEP_GC_THRESHOLD
+        assert pa.default_memory_pool().backend_name == "system"
+        raise RuntimeError("a failed step")
+    assert gc.get_threshold() == threshold
+    assert pa.default_memory_pool().backend_name == pool
