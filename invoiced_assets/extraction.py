@@ -191,11 +191,34 @@ class _Progress:
                 return
             self._last = now
         stats = _merge_stats(self._name, self._listings, now - self._started)
-        self._log(_progress_line(self._name, stats, self._page_size, now - self._started))
+        started = sum(1 for listing in self._listings if listing.stats.pages)
+        self._log(
+            _progress_line(
+                self._name,
+                stats,
+                self._page_size,
+                now - self._started,
+                listings=(started, len(self._listings)),
+            )
+        )
 
 
-def _progress_line(name: str, stats: ListingStats, page_size: int, elapsed: float) -> str:
+def _progress_line(
+    name: str,
+    stats: ListingStats,
+    page_size: int,
+    elapsed: float,
+    *,
+    listings: tuple[int, int] = (1, 1),
+) -> str:
     rate = stats.records / elapsed if elapsed > 0 else 0.0
+    started, count = listings
+    if count > 1:
+        # Date windows or one listing per customer: a total is known only for those started.
+        return (
+            f"{name}: {stats.records} records in {stats.pages} pages, {started} of {count}"
+            f" listings started ({rate:.0f} records/s)"
+        )
     line = f"{name}: page {stats.pages}"
     if stats.total_count is not None:
         pages_total = max(1, -(-stats.total_count // page_size))

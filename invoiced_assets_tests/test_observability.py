@@ -25,6 +25,7 @@ import requests
 
 from invoiced_assets import catalogue, extraction
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
+from invoiced_assets.invoiced_api import ListingStats
 
 from .conftest import API_KEY, use_emulator
 from .test_sync_job import EXPECTED_METADATA, run_sync
@@ -82,6 +83,14 @@ def test_progress_is_logged(account: EmulatorServer, monkeypatch: pytest.MonkeyP
         messages = [r.user_message for r in instance.all_logs(result.run_id)]
     progress = [m for m in messages if m.startswith("invoices: page ")]
     assert progress and "records/s" in progress[-1] and " of " in progress[-1]
+
+
+def test_progress_of_many_listings_counts_listings_not_pages() -> None:
+    stats = ListingStats("/customers/{id}/contacts", pages=3764, records=5201, total_count=5201)
+    line = extraction._progress_line("contacts", stats, 100, 10.0, listings=(2600, 5000))
+    assert line == (
+        "contacts: 5201 records in 3764 pages, 2600 of 5000 listings started (520 records/s)"
+    )
 
 
 def test_one_failed_object_keeps_its_table_and_the_rest_are_written(
