@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from invoiced_assets.catalogue import CATALOGUE, FieldType, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, ListingStats
 from invoiced_assets.schema_evolution import plan_columns
-from invoiced_assets.shaping import Column, ShapedTable, rewire
-from invoiced_assets.table_data import FrameData
+from invoiced_assets.shaping import Column, ShapedTable
+from invoiced_assets.table_data import WIRE_ARROW_TYPES, FrameData, convert_wire
 
 OVERLAP_SECONDS = 1
 CURSOR_UPDATED_AT = "invoiced/cursor_updated_at"
@@ -139,22 +140,26 @@ def merge_tables(
     """The previous rows whose `key_column` is not in `replaced`, then every incoming row.
 
     Columns are the union (previous order first), each of the type that holds both sides'
-    values, so the merged table goes through the same drift rules as a full load.
+    values, so the merged table goes through the same drift rules as a full load. Columns stay
+    Arrow arrays throughout (as Python objects, a merge of the events table took 3x the memory).
     """
     replaced_keys = set(replaced)
     kept = previous.frame
     if replaced_keys and key_column in kept.columns:
         kept = kept[~kept[key_column].isin(replaced_keys)]
+    new_rows = incoming.frame
     plan = plan_columns(previous.column_types(), incoming.columns)
     previous_types = previous.column_types()
     incoming_types = incoming.column_types()
     data: dict[str, Any] = {}
     for column in plan.columns:
         name, final = column.name, column.type
-        old = _column_values(kept, name, previous_types.get(name), final)
-        new = _column_values(incoming.frame, name, incoming_types.get(name), final)
-        data[name] = rewire(old + new, final)
-    frame = pd.DataFrame(data, index=pd.RangeIndex(len(kept) + incoming.row_count))
+        old = _wire_column(kept, name, previous_types.get(name), final)
+        new = _wire_column(new_rows, name, incoming_types.get(name), final)
+        data[name] = pd.arrays.ArrowExtensionArray(
+            pa.chunked_array([*old.chunks, *new.chunks], type=WIRE_ARROW_TYPES[final])
+        )
+    frame = pd.DataFrame(data, index=pd.RangeIndex(len(kept) + len(new_rows)))
     columns = [Column(c.name, c.type) for c in plan.columns]
     return ShapedTable(
         incoming.name,
@@ -166,16 +171,29 @@ def merge_tables(
     )
 
 
-def _column_values(
+def _wire_column(
     frame: pd.DataFrame, name: str, source: FieldType | None, target: FieldType
-) -> list[Any]:
+) -> pa.ChunkedArray:
+    """A frame's column as wire values of `target` (nulls where the frame lacks it)."""
     if name not in frame.columns or source is None:
-        return [None] * len(frame)
-    values = [None if v is pd.NA else v for v in frame[name].tolist()]
+        return pa.chunked_array([pa.nulls(len(frame), WIRE_ARROW_TYPES[target])])
+    column = pa.array(frame[name], from_pandas=True)  # Arrow-backed columns: their chunks
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column])
+    column = column.cast(WIRE_ARROW_TYPES[source])
+    return pa.chunked_array(
+        [_widened(chunk, source, target) for chunk in column.chunks],
+        type=WIRE_ARROW_TYPES[target],
+    )
+
+
+def _widened(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
     if source is FieldType.TIMESTAMP and target is FieldType.STRING:
-        return [None if v is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v))
-                for v in values]  # fmt: skip
-    return values
+        # A column already in the warehouse as TIMESTAMP keeps its readable form as text.
+        text = [None if v is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v))
+                for v in array.to_pylist()]  # fmt: skip
+        return pa.array(text, pa.string())
+    return convert_wire(array, source, target)
 
 
 def now() -> float:

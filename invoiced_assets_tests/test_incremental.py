@@ -157,3 +157,43 @@ def test_a_dropped_table_is_reloaded_in_full(
     kinds = sync_kinds(result)
     assert result.success and kinds["payments"] == "full" and kinds["invoices"] == "incremental"
     assert_matches_truth(account, tmp_path / "incremental.duckdb")
+
+
+def test_a_merge_widens_both_sides_and_replaces_by_key() -> None:
+    import pandas as pd
+
+    from invoiced_assets.catalogue import INVOICES, FieldType
+    from invoiced_assets.incremental import merge_tables
+    from invoiced_assets.shaping import shape_records
+
+    previous = shape_records(
+        INVOICES,
+        [
+            {"id": 1, "attempt_count": 2, "notes": "plain text", "updated_at": 10},
+            {"id": 2, "attempt_count": 3, "notes": None, "updated_at": 10},
+        ],
+    )["invoices"]
+    incoming = shape_records(
+        INVOICES,
+        [
+            {"id": 2, "attempt_count": 0.5, "notes": {"a": 1}, "updated_at": 20, "new": True},
+            {"id": 3, "attempt_count": 1, "notes": "x", "updated_at": 20},
+        ],
+    )["invoices"]
+    merged = merge_tables(previous, incoming, "id", {2})
+    types = merged.column_types()
+    # Text is wider than JSON (see `schema_evolution`): the column stays text.
+    assert types["attempt_count"] is FieldType.DECIMAL and types["notes"] is FieldType.STRING
+    assert types["new"] is FieldType.BOOLEAN
+    frame = merged.frame
+    rows = {
+        record["id"]: record
+        for record in frame.astype(object).where(frame.notna(), None).to_dict("records")
+    }
+    assert list(rows) == [1, 2, 3]
+    # The previous row keeps its values, spelled as the wider type.
+    assert rows[1]["attempt_count"] == "2" and rows[1]["notes"] == "plain text"
+    assert rows[1]["new"] is None
+    assert rows[2]["attempt_count"] == "0.5" and rows[2]["notes"] == '{"a":1}'
+    assert rows[3]["notes"] == '"x"' and rows[3]["updated_at"] == 20
+    assert isinstance(frame["attempt_count"].dtype, pd.ArrowDtype)
