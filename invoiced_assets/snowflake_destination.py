@@ -211,6 +211,9 @@ def drop_stale_staging_tables(cursor: Any, database: str, schema: str, now: date
             _drop_quietly(cursor, qualified_name(database, schema, name))
 
 
+UPLOAD_ROWS = 20_000
+
+
 def _upload(connection: Any, frame: pd.DataFrame, database: str, schema: str, table: str) -> None:
     # Imported here, at call time: fakesnow patches the module's attribute, so a name bound at
     # import would keep calling the real function in tests.
@@ -249,7 +252,9 @@ def replace_table(
         try:
             # Transient: no Fail-safe copy is kept of a table that lives for one write.
             cursor.execute(f"CREATE TRANSIENT TABLE {staging} ({staging_columns})")
-            for frame in shaped.data.frames():  # a batch at a time (see `table_data`)
+            # A few batches at a time (see `table_data`): each upload is a stage, a PUT and a
+            # COPY, seconds apiece on Snowflake, so batches are grouped into larger uploads.
+            for frame in shaped.data.frames(UPLOAD_ROWS):
                 if len(frame):
                     frame = frame.set_axis(list(wire_columns.values()), axis="columns")
                     _upload(connection, frame, database, schema, staging_name)

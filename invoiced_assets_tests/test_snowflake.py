@@ -392,7 +392,10 @@ def test_incremental_sync_on_snowflake(
     assert set(items) == truth_items
 
 
-def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(tmp_path: Path) -> None:
+def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invoiced_assets import snowflake_destination
     from invoiced_assets.table_data import BatchDirectory
 
     from .test_batches import drifting_invoices, shape
@@ -405,6 +408,17 @@ def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(tmp_path: 
         batched = shape(records, batches)
         # A batch is written after the page (of 100) that fills it: three here.
         assert len(batched["invoices"].data.paths) == 3  # type: ignore[attr-defined]
-        assert write(batched).success
+        # Uploads group batches up to UPLOAD_ROWS: here 200 rows, then 100.
+        monkeypatch.setattr(snowflake_destination, "UPLOAD_ROWS", 150)
+        uploads: list[int] = []
+        upload = snowflake_destination._upload
+
+        def counting_upload(connection: Any, frame: pd.DataFrame, *args: Any) -> None:
+            uploads.append(len(frame))
+            upload(connection, frame, *args)
+
+        monkeypatch.setattr(snowflake_destination, "_upload", counting_upload)
+        assert write({"invoices": batched["invoices"]}).success
+        assert uploads == [200, 100]
     assert query(sql) == whole and len(whole) == 300
     assert not [name for name in table_names() if name.startswith(STAGING_PREFIX)]
