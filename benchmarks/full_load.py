@@ -117,10 +117,10 @@ def load_job(instance_kind: str = "sqlite") -> tuple[object, object]:
     from invoiced_assets.settings import load_settings
 
     job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
-    instance = (
-        dg.DagsterInstance.get() if instance_kind == "sqlite" else dg.DagsterInstance.ephemeral()
-    )
-    return job, instance
+    if instance_kind == "memory":
+        return job, dg.DagsterInstance.ephemeral()
+    (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").touch()  # the defaults, said so
+    return job, dg.DagsterInstance.get()
 
 
 def run_in_process(job: object, instance: object) -> tuple[bool, int]:

@@ -3,6 +3,8 @@
 `SyncStep.run()` is the body of the `invoiced_tables` multi-asset. It yields, for each object as
 soon as its listing is complete, an `Output` per selected table (written by the IO manager at
 once, atomically) and the results of that table's checks, computed on exactly the rows written.
+Long tables are not held in memory meanwhile: they wait in the step's batch files (see
+`table_data`), which are removed when the step ends.
 
 Full mode reads every record. Incremental mode (INVOICED_SYNC_MODE=incremental) reads only the
 records updated since each table's cursor, applies the deletions recorded in `/events`, merges
