@@ -248,6 +248,10 @@ class TableBuilder:
         for name, values in self._columns.items():
             held = self._held_types[name]
             column_type = self._column_type(name, held)
+            if column_type is FieldType.STRING and not held <= {str, type(None)}:
+                # Text mixed with numbers or booleans: written as JSON text, so that strings can
+                # be told from the rest if a later batch widens the column to JSON.
+                column_type = FieldType.JSON
             arrays[name] = (column_type, _wire_array(values, column_type, held))
             self._types[name] |= held
         self._written.append(write_batch(batches.new_file(self.name), arrays))

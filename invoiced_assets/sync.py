@@ -226,6 +226,8 @@ class SyncStep:
                 table = self.tables[name]
                 if (table.key, checks.CUSTOMER_REFERENCES) in self.selected_checks:
                     waiting_for_customers.append((table, shaped.column(checks.CUSTOMER_COLUMN)))
+                # Written and checked: its batch files are not needed for the rest of the run.
+                shaped.data.release()
             if customer_ids is not None:
                 yield from _customer_reference_results(waiting_for_customers, customer_ids)
                 waiting_for_customers = []

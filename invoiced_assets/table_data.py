@@ -9,8 +9,8 @@ batches into one atomic replacement of the table, and the checks read only the c
 
 Every batch of a table ends with the same schema: when a later batch widens a column's type
 (a field that held integers receives a fraction) or brings a new field, the earlier batches are
-rewritten to the final types at the end of the read, exactly as if the listing had been one
-batch (rare: it is schema drift within one read).
+rewritten to the final types at the end of the read, each value spelled as if the listing had
+been one batch (rare: it is schema drift within one read; see `widen_batch`).
 """
 
 import itertools
@@ -73,6 +73,10 @@ class TableData(Protocol):
 
     def head(self, rows: int) -> pd.DataFrame: ...
 
+    def release(self) -> None:
+        """Free what holds the rows, once the table is written (its batch files)."""
+        ...
+
 
 @dataclass
 class FrameData:
@@ -98,6 +102,9 @@ class FrameData:
 
     def head(self, rows: int) -> pd.DataFrame:
         return self.frame.head(rows)
+
+    def release(self) -> None:
+        """Nothing to free: the frame goes when the table does."""
 
 
 @dataclass
@@ -143,6 +150,10 @@ class BatchFiles:
 
     def head(self, rows: int) -> pd.DataFrame:
         return _to_frame(self._dataset().head(rows))
+
+    def release(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:
@@ -213,18 +224,61 @@ def _rewrite(batch: WrittenBatch, final: Mapping[str, FieldType], schema: pa.Sch
         if source is None:
             arrays.append(pa.nulls(batch.rows, WIRE_ARROW_TYPES[target]))
         else:
-            arrays.append(convert_wire(table.column(name).combine_chunks(), source, target))
+            arrays.append(widen_batch(table.column(name).combine_chunks(), source, target))
     rewritten = pa.RecordBatch.from_arrays(arrays, schema=schema)
     with pa.OSFile(str(batch.path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         writer.write_batch(rewritten)
     batch.types = dict(final)
 
 
-def convert_wire(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
-    """Wire values of `source` type as wire values of the wider `target` type.
+def widen_batch(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
+    """A batch's column of `source` type spelled as the whole listing spells `target` values.
 
-    The text is what `shaping` writes for such a value when the whole listing is one batch:
-    JSON's spelling of numbers and booleans, a JSON string for text in a JSON column.
+    The values are taken back to what the API sent (decimal text was `repr` of a JSON number),
+    then written as `shaping` writes them for a `target` column: JSON's spelling (orjson's) for
+    numbers and booleans in a text or JSON column, a JSON string for text in a JSON column. A
+    text column that also held other values was written as JSON text (see `shaping`), so its
+    strings can be told from the rest here.
+    """
+    if source is target:
+        return array
+    if array.null_count == len(array):
+        return pa.nulls(len(array), WIRE_ARROW_TYPES[target])
+    values = array.to_pylist()
+    if source is FieldType.JSON:  # only ever text mixed with other values, now text
+        decoded = (orjson.loads(v) if v is not None else None for v in values)
+        return pa.array(
+            [
+                d if d is None or isinstance(d, str) else v
+                for d, v in zip(decoded, values, strict=True)
+            ],
+            pa.string(),
+        )
+    if source is FieldType.DECIMAL:
+        values = [None if v is None else _number(v) for v in values]
+    if target is FieldType.DECIMAL:
+        text = [None if v is None else repr(v) for v in values]
+    elif target is FieldType.STRING:
+        text = [None if v is None or isinstance(v, str) else _json(v) for v in values]
+    else:
+        text = [None if v is None else _json(v) for v in values]
+    return pa.array(text, pa.string())
+
+
+def _number(text: str) -> int | float:
+    """The JSON number whose `repr` a decimal column holds (integers exactly, however long)."""
+    return float(text) if any(c in text for c in ".eEn") else int(text)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def convert_wire(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
+    """Wire values read back from a warehouse, as wire values of the wider `target` type.
+
+    Used when merging changes into a table: decimal text is the warehouse's and stays as it is;
+    numbers and booleans become their JSON spelling.
     """
     if source is target:
         return array

@@ -1,12 +1,13 @@
 """Long listings are written in batches, never held whole, and give exactly the same tables.
 
 Proves: a table built in batches on disk equals the same records built in memory, column types,
-drift notes and every value alike, even when a late batch widens a column (integers, then a
-fraction; text, then an object) or brings a new field; the batch files are one schema and
-DuckDB writes them as one table; a full job run with tiny batches writes every field exactly
-(field by field against the emulator), leaves no batch file behind, and a write that fails
-mid-listing (a full disk) keeps that table's last good copy and still writes the others. The
-allocator settings a step runs under (see `process_tuning`) are restored after it.
+drift notes and every value alike (spelling included), even when a late batch widens a column
+(integers, then a fraction; text mixed with numbers, then an object) or brings a new field, for
+random mixes of values in every type; the batch files are one schema and DuckDB writes them as
+one table; a full job run with tiny batches writes every field exactly (field by field against
+the emulator), removes each table's batch files once it is written and leaves none behind; a
+write that fails mid-listing (a full disk) keeps that table's last good copy and still writes
+the others. The allocator settings a step runs under (see `process_tuning`) are restored after.
 """
 
 import errno
@@ -20,10 +21,10 @@ import pyarrow as pa
 import pytest
 
 from invoiced_assets import shaping, table_data
-from invoiced_assets.catalogue import INVOICES, FieldType
+from invoiced_assets.catalogue import INVOICES, FieldSpec, FieldType
 from invoiced_assets.emulator import EmulatorServer
-from invoiced_assets.shaping import ObjectShaper, ShapedTable
-from invoiced_assets.table_data import BatchDirectory, BatchFiles, FrameData, convert_wire
+from invoiced_assets.shaping import ObjectShaper, ShapedTable, TableBuilder
+from invoiced_assets.table_data import BatchDirectory, BatchFiles, FrameData, widen_batch
 
 from .conftest import API_KEY, use_emulator
 from .test_sync_job import query, run_sync
@@ -97,6 +98,44 @@ def test_batched_tables_equal_tables_built_whole(seed: int, tmp_path: Path) -> N
     assert widened["paid"] == (FieldType.BOOLEAN, FieldType.STRING)
 
 
+VALUE_POOL = [None, True, False, 0, 7, -3, 2**40, 1.5, 0.1, 12.0, 1e-05, 3e-7, 1e16]
+VALUE_POOL += ["a", "Zoë", "", "42", {}, [], {"k": 1}, [1, "x"]]
+
+
+def build_table(pages: list[list[dict[str, Any]]], batches: BatchDirectory | None) -> ShapedTable:
+    fields = [FieldSpec(f"declared_{t.value}", t) for t in FieldType]
+    builder = TableBuilder(
+        "t", fields, key=("pk",), leading=(FieldSpec("pk", FieldType.INTEGER),), batches=batches
+    )
+    for page in pages:
+        builder.add_rows(page, [(i,) for i in range(len(page))])
+    return builder.finish()
+
+
+def test_any_mix_of_values_gives_the_same_table_in_batches(tmp_path: Path) -> None:
+    """Random pages of any values in every declared type and in unknown fields, in batches of
+    1 to 5 rows: text mixed with numbers then objects, tiny floats turning to text, and so on."""
+    rng = random.Random(8)
+    names = [f"declared_{t.value}" for t in FieldType] + ["unknown_1", "unknown_2"]
+    for _ in range(400):
+        pages = [
+            [
+                {n: rng.choice(rng.sample(VALUE_POOL, 3)) for n in names if rng.random() < 0.5}
+                for _ in range(rng.randint(0, 4))
+            ]
+            for _ in range(rng.randint(1, 6))
+        ]
+        whole = build_table(pages, None)
+        with BatchDirectory(str(tmp_path), rows_per_batch=rng.randint(1, 5)) as batches:
+            batched = build_table(pages, batches)
+            assert batched.columns == whole.columns, pages
+            assert (
+                batched.widened == whole.widened
+                and batched.unknown_columns == whole.unknown_columns
+            )
+            pd.testing.assert_frame_equal(batched.frame, whole.frame, obj=str(pages))
+
+
 def test_batched_table_writes_like_the_whole_table(tmp_path: Path) -> None:
     records = drifting_invoices(300, seed=4)
     whole_db, batched_db = tmp_path / "whole.duckdb", tmp_path / "batched.duckdb"
@@ -109,24 +148,31 @@ def test_batched_table_writes_like_the_whole_table(tmp_path: Path) -> None:
         assert len(query(batched_db, sql)) == len(query(whole_db, sql)) > 0
 
 
+def widened(values: list[Any], source: FieldType, target: FieldType) -> list[Any]:
+    return widen_batch(pa.array(values), source, target).to_pylist()
+
+
 def test_widening_a_batch_spells_values_as_one_batch_would() -> None:
-    assert convert_wire(pa.array([1, None]), FieldType.INTEGER, FieldType.DECIMAL).to_pylist() == [
+    assert widened([1, None, 2**62], FieldType.INTEGER, FieldType.DECIMAL) == [
         "1",
         None,
+        str(2**62),
     ]
-    assert convert_wire(
-        pa.array([True, False]), FieldType.BOOLEAN, FieldType.STRING
-    ).to_pylist() == [
+    assert widened([True, False], FieldType.BOOLEAN, FieldType.STRING) == ["true", "false"]
+    assert widened(['Zoë "x"'], FieldType.STRING, FieldType.JSON) == ['"Zoë \\"x\\""']
+    # Decimal text is `repr` of what the API sent; as text or JSON it is spelled as JSON does.
+    assert widened(["5e-05", "1.25", "7"], FieldType.DECIMAL, FieldType.STRING) == [
+        "0.00005",
+        "1.25",
+        "7",
+    ]
+    # Text mixed with other values was held as JSON text: strings come back as they were.
+    assert widened(['"abc"', "42", "true"], FieldType.JSON, FieldType.STRING) == [
+        "abc",
+        "42",
         "true",
-        "false",
     ]
-    assert convert_wire(pa.array(['Zoë "x"']), FieldType.STRING, FieldType.JSON).to_pylist() == [
-        '"Zoë \\"x\\""'
-    ]
-    assert convert_wire(pa.array(["1.25"]), FieldType.DECIMAL, FieldType.JSON).to_pylist() == [
-        "1.25"
-    ]
-    nulls = convert_wire(pa.array([None, None], pa.string()), FieldType.STRING, FieldType.INTEGER)
+    nulls = widen_batch(pa.array([None, None], pa.string()), FieldType.STRING, FieldType.INTEGER)
     assert nulls.type == pa.int64() and nulls.null_count == 2
 
 
@@ -151,12 +197,22 @@ def small_batches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]
 def test_a_job_in_small_batches_writes_every_field_exactly(
     small_batches: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    released: list[Path] = []
+    release = BatchFiles.release
+
+    def recording_release(self: BatchFiles) -> None:
+        release(self)
+        released.extend(path for path in self.paths if not path.exists())
+
+    monkeypatch.setattr(BatchFiles, "release", recording_release)
     with EmulatorServer(scale=0.5, seed=3, api_key=API_KEY) as server:
         path = tmp_path / "warehouse.duckdb"
         use_emulator(monkeypatch, server, path)
         assert run_sync().success
         assert assert_matches_truth(server, path) > 100_000
     assert len(small_batches) > 100
+    # Each table's files go as soon as it is written, not only when the run ends.
+    assert set(released) == set(small_batches)
     assert not any((tmp_path / "tmp").iterdir()), "every batch file is removed after the run"
 
 
