@@ -10,7 +10,8 @@
   system allocator, no measurable change in time). During a step Arrow allocates from the
   system allocator, which hands large blocks back when they are freed.
 
-Both are restored when the step ends, so nothing else in the process is changed for good.
+Both are restored when the step ends, so nothing else in the process is changed for good (the
+sync is one step, so two never overlap in a process).
 """
 
 import contextlib

@@ -29,7 +29,7 @@ import pyarrow.dataset as pads
 
 from invoiced_assets.catalogue import FieldType
 
-# Records per batch written to disk. A batch of events (the widest records) is about 10 MB of
+# Records per batch written to disk. A batch of events (the widest records) is 2 to 6 MB of
 # Arrow. Measured on a full load of every object at scale 5 (0 ms latency): peak RSS 639 MB with
 # batches of 2,000, 695 MB with 5,000, 772 MB with 20,000, and no difference in wall time beyond
 # run-to-run noise.
