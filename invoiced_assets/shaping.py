@@ -1,8 +1,10 @@
 """Turn Invoiced records into typed tables: pure functions, no Dagster, no database.
 
 A `TableBuilder` takes pages of records as they arrive and keeps them column by column (nested
-objects already as JSON text), so a listing never has to be held as raw dicts. `finish()` gives a
-`ShapedTable`: the column types and a DataFrame of *wire values* that a destination casts exactly:
+objects already as JSON text), so a listing never has to be held as raw dicts; given a
+`BatchDirectory`, it writes every few thousand rows to disk (see `table_data`), so a long listing
+is never held whole either. `finish()` gives a `ShapedTable`: the column types and its rows as
+*wire values* (in memory or in batch files) that a destination casts exactly:
 
 | logical type | wire value in the frame                | warehouse type (DuckDB)  |
 |--------------|----------------------------------------|--------------------------|
