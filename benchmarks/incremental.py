@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 
-from full_load import add_arguments, emulator_json, peak_rss_mb, prepare
+from full_load import add_arguments, emulator_json, peak_rss_line, peak_rss_mb, prepare
 
 
 def mutate(url: str, listing: str, insert: int, update: int, delete: int) -> None:
@@ -61,6 +61,7 @@ def main() -> int:
                 wall = time.perf_counter() - started
                 requests = emulator_json(url, "/_emulator/stats")["requests"]
                 runs[name] = (result.success, wall, requests)
+        child_rss = peak_rss_mb(children=True)
     finally:
         emulator.terminate()
         emulator.wait()
@@ -75,7 +76,7 @@ def main() -> int:
     full_requests, incremental_requests = runs["full"][2], runs["incremental"][2]
     print(f"  requests ratio     {incremental_requests / full_requests:.1%} of the full load's")
     print(f"  wall ratio         {runs['incremental'][1] / runs['full'][1]:.2f}x")
-    print(f"  peak RSS           {peak_rss_mb():,.0f} MB")
+    print(f"  peak RSS           {peak_rss_line(child_rss)}")
     return 0 if all(ok for ok, _, _ in runs.values()) else 1
 
 

@@ -105,6 +105,11 @@ class InvoicedObject:
     def list_endpoint(self, customer: Any = None) -> str:
         return self.endpoint.format(customer=customer) if self.per_customer else self.endpoint
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Pickled by name (entries are singletons, compared by identity): an extraction worker
+        # hands back the same entry.
+        return get_object, (self.name,)
+
 
 # Shapes shared by invoices, credit notes and estimates.
 _LINE_ITEM_FIELDS = fields(

@@ -13,6 +13,7 @@
 """
 
 import ipaddress
+import itertools
 import logging
 import random
 import threading
@@ -253,6 +254,10 @@ class InvoicedClient:
         self._local = threading.local()
         self._in_flight = _in_flight_semaphore(settings.base_url, settings.max_in_flight)
         self._base = urlsplit(settings.base_url)
+        # When each GET in progress started (retries and their waits included): tells a read
+        # waiting on the API from a CPU-bound one (see `waiting_seconds`).
+        self._started: dict[int, float] = {}
+        self._tokens = itertools.count()
 
     def __repr__(self) -> str:
         return f"InvoicedClient(base_url={self.settings.base_url!r})"
@@ -272,6 +277,15 @@ class InvoicedClient:
             )
             session.mount("https://", adapter)
             session.mount("http://", adapter)
+            # Proxies and CA bundle from the environment, read once: requests reads them again
+            # for every request otherwise (measured: 0.13 of its 0.75 ms of CPU per request).
+            # Every request goes to the base URL's host, so the answer is the same for all.
+            environment = session.merge_environment_settings(
+                self.settings.base_url, {}, None, None, None
+            )
+            session.proxies.update(environment["proxies"])
+            session.verify = environment["verify"]
+            session.trust_env = False
             self._local.session = session
         return session
 
@@ -292,6 +306,19 @@ class InvoicedClient:
         """GET and parse JSON, retrying transient failures; raise a typed error otherwise."""
         url = self._url(path_or_url)
         path = urlsplit(url).path
+        token = next(self._tokens)
+        self._started[token] = time.monotonic()
+        try:
+            return self._get(url, path, params)
+        finally:
+            del self._started[token]
+
+    def waiting_seconds(self) -> float:
+        """How long the oldest GET still in progress has been going (0.0 when there is none)."""
+        starts = list(self._started.values())  # one call in C: safe while other threads add
+        return time.monotonic() - min(starts) if starts else 0.0
+
+    def _get(self, url: str, path: str, params: Mapping[str, Any] | None) -> _Fetched:
         retry = self.settings.retry
         attempts = 0
         rate_limited = 0

@@ -32,6 +32,11 @@ from invoiced_assets.api_errors import (
 )
 from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
+from invoiced_assets.extraction_process import (
+    ExtractionProcessError,
+    can_fork_for_extraction,
+    extract_in_child_process,
+)
 from invoiced_assets.incremental import (
     Deletions,
     SyncState,
@@ -55,6 +60,8 @@ class SyncOptions:
     incremental: bool = False
     full_reconcile_hours: float = 24.0
     min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO
+    # Read and shape in a forked child process where that is safe (see `extraction_process`).
+    extraction_process: bool = True
 
 
 @dataclass
@@ -203,14 +210,28 @@ class SyncStep:
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
 
+        try:
+            yield from self._write_each(plans, batches, deletions, event_cursor)
+        except ExtractionProcessError as exc:
+            raise dg.Failure(
+                description=f"{exc}\nTables not written by this run keep their last good copy.",
+                allow_retries=exc.transient,
+            ) from None
+
+    def _write_each(
+        self,
+        plans: list[ReadPlan],
+        batches: BatchDirectory,
+        deletions: Deletions | None,
+        event_cursor: int,
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        """Write and check each object's tables as its extraction completes."""
         customer_ids = None
         if self._wants_customer_ids() and not any(p.obj is CUSTOMERS for p in plans):
             customer_ids = self._customer_ids_from_warehouse
         waiting_for_customers: list[tuple[Any, pd.Series]] = []
         failures: list[Extraction] = []
-        for extraction in extract_concurrently(
-            self.client, plans, batches=batches, log=self.context.log.info
-        ):
+        for extraction in self._extractions(plans, batches):
             if extraction.error is not None:
                 self.context.log.error(
                     f"{extraction.obj.name}: {extraction.error} Its tables keep their last good"
@@ -236,6 +257,16 @@ class SyncStep:
             yield from _customer_reference_results(waiting_for_customers, None)
         if failures:
             raise failure_for(failures)
+
+    def _extractions(self, plans: list[ReadPlan], batches: BatchDirectory) -> Iterator[Extraction]:
+        """Each object's extraction as it completes: from a child process, or from threads."""
+        log = self.context.log.info
+        if self.options.extraction_process:
+            why_not = can_fork_for_extraction()
+            if why_not is None:
+                return extract_in_child_process(self.client, plans, batches=batches, log=log)
+            log(f"Reading in the step's own threads: {why_not}.")
+        return extract_concurrently(self.client, plans, batches=batches, log=log)
 
     def _merged(
         self, extraction: Extraction, deletions: Deletions | None

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -30,9 +31,10 @@ def fast_client(base_url: str, **overrides: object) -> InvoicedClient:
     return fast_resource(base_url, **overrides).get_client()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
-    """A small account (scale 0.2) shared by tests that do not change its data or faults."""
+    """A small account (scale 0.2) shared by a module's tests that do not change its data or
+    faults. Stopped at the module's end: its thread would keep later steps from forking."""
     with EmulatorServer(scale=0.2, seed=7, api_key=API_KEY) as server:
         yield server
 
@@ -50,9 +52,15 @@ def instant_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVOICED_STEP_RETRY_DELAY_SECONDS", "0")
 
 
+class HasUrl(Protocol):
+    """An emulator in this process (`EmulatorServer`) or in its own (`EmulatorProcess`)."""
+
+    url: str
+
+
 def use_emulator(
     monkeypatch: pytest.MonkeyPatch,
-    server: EmulatorServer,
+    server: HasUrl,
     database: Path | None = None,
     **variables: str,
 ) -> None:

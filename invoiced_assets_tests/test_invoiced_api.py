@@ -3,12 +3,14 @@
 Proves: every record once at page sizes 1, 7 and 100 (and past offset 10,000); the listing quirks
 (all subscriptions, payments' applications); exact results under 10 % injected faults and 429s;
 401/404/400 fail at once with the API's message; retries stop at their bound with a clear error;
-the key never shows in logs, errors or reprs; settings are validated.
+the key never shows in logs, errors or reprs; settings are validated; proxies and CA bundle are
+taken from the environment.
 """
 
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -280,3 +282,19 @@ def test_in_flight_cap_is_respected(fresh_emulator: EmulatorServer) -> None:
     stats = fresh_emulator.stats()
     assert stats["max_in_flight_seen"] <= 3
     assert stats["by_status"].get("429", 0) == 0
+
+
+def test_proxies_and_ca_bundle_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Read once per session (not per request), with the same answer requests would give."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "bypassed.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    proxied = fast_client("https://api.invoiced.com")._session()
+    assert proxied.proxies.get("https") == "http://proxy.example:3128"
+    assert proxied.verify == str(bundle)
+    assert not proxied.trust_env  # nothing read from the environment per request
+    assert "https" not in fast_client("https://bypassed.example")._session().proxies

@@ -212,7 +212,7 @@ def test_date_windows_read_the_same_rows(
 ) -> None:
     """Long listings split into date windows (forced here) still give every row exactly once."""
     monkeypatch.setattr(extraction, "PAGES_PER_WINDOW", 2)
-    monkeypatch.setattr(extraction, "WINDOW_MIN_ROUND_TRIP_SECONDS", 0.0)
+    monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 0.0)
     account.reset_stats()
     result = run_sync()
     assert result.success
