@@ -220,7 +220,10 @@ def main() -> int:
     if not args.cli:
         print(f"  CPU                {job_cpu:.2f} s job process, {child_cpu:.2f} s its extraction"
               f" process, {emulator_cpu:.2f} s emulator (sharing {os.cpu_count()} cores)")  # fmt: skip
-    print(f"  peak RSS           {peak_rss_line(child_rss)}")
+    if args.cli:
+        print(f"  peak RSS           {child_rss:,.0f} MB (the largest process of the command)")
+    else:
+        print(f"  peak RSS           {peak_rss_line(child_rss)}")
     if bound:
         print(
             f"  API lower bound    {bound:.2f} s ({longest}: {longest_pages} pages x {args.latency_ms:g} ms)"

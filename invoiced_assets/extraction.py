@@ -19,6 +19,7 @@ The step runs this in a child process where it can (see `extraction_process`).
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -292,6 +293,12 @@ def extract_object(
     long tables are written there batch by batch rather than held whole.
     """
     obj = plan.obj
+
+    def stop_if_cancelled() -> None:
+        if cancelled is not None and cancelled.is_set():
+            raise ExtractionCancelled(f"{obj.name}: stopped because another listing failed")
+
+    stop_if_cancelled()
     started = time.monotonic()
     planning = ListingStats(obj.endpoint)
     read_customers: CustomerRead | None = None
@@ -335,9 +342,12 @@ def extract_object(
             # The customer was deleted since its id was read: it has no contacts any more.
 
     def read(listing: Listing, extra: dict[str, Any]) -> None:
-        for page in listing:
-            if cancelled is not None and cancelled.is_set():
-                raise ExtractionCancelled(f"{obj.name}: stopped because another listing failed")
+        pages = iter(listing)
+        while True:
+            stop_if_cancelled()  # before each request, the first one included
+            page = next(pages, None)
+            if page is None:
+                break
             page = keep(page)
             if extra:
                 page = [{**record, **extra} for record in page]
@@ -414,6 +424,8 @@ def extract_concurrently(
                 client, plan, cancelled=cancelled, customers=customers, batches=batches, log=log
             )
         except BaseException as exc:
+            if isinstance(exc, InvoicedAuthenticationError):
+                cancelled.set()  # before any other object starts: they would be refused too
             if plan.obj.name == "customers":
                 customers.fail(exc)
             raise
@@ -421,34 +433,75 @@ def extract_concurrently(
             customers.set(CustomerRead(extraction.ids or set(), extraction.max_updated_at))
         return extraction
 
-    # The customers first: per-customer objects wait for their ids.
-    queue = sorted(plans, key=lambda plan: (plan.obj.name != "customers", plan.obj.per_customer))
-    with ThreadPoolExecutor(len(plans), thread_name_prefix="invoiced-listing") as pool:
-        futures: dict[Future, ReadPlan] = {}
-        pending: set[Future] = set()
+    # Objects are started by a thread of their own, so that the next one starts on time however
+    # long the consumer takes over the one it was handed (the step writes its tables meanwhile).
+    completed: queue.SimpleQueue[tuple[ReadPlan, Future | None] | BaseException | None]
+    completed = queue.SimpleQueue()
+    scheduler = threading.Thread(
+        target=_start_objects,
+        args=(client, plans, read, cancelled, completed),
+        name="invoiced-objects",
+    )
+    scheduler.start()
+    try:
+        while (item := completed.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            plan, future = item
+            try:
+                if future is None:
+                    raise ExtractionCancelled(f"{plan.obj.name}: not read because another failed")
+                yield future.result()
+            except (InvoicedError, ExtractionCancelled, OSError, ValueError) as exc:
+                if isinstance(exc, InvoicedAuthenticationError):
+                    cancelled.set()
+                yield Extraction(plan, ListingStats(plan.obj.endpoint), error=exc)
+    except BaseException:
+        # The consumer stopped (the step failed or was terminated), or an object failed in an
+        # unexpected way: the other listings stop before their next request.
+        cancelled.set()
+        raise
+    finally:
+        scheduler.join()
 
-        def start_next() -> None:
-            plan = queue.pop(0)
-            future = pool.submit(read, plan)
-            futures[future] = plan
-            pending.add(future)
 
-        while queue or pending:
-            # The next object starts when none is being read, or when a request of those being
-            # read has waited on the API for FAST_ROUND_TRIP_SECONDS. A fast API is read one
-            # object at a time (CPU-bound, each is complete, and written, sooner); a slow one
-            # has its objects started one after another until their waits overlap.
-            if queue and (not pending or client.waiting_seconds() >= FAST_ROUND_TRIP_SECONDS):
-                start_next()
-            timeout = PACE_CHECK_SECONDS if queue else None
-            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-            if queue and not pending:
-                start_next()  # before handing over the one done: it is read while that is written
-            for future in done:
-                plan = futures.pop(future)
-                try:
-                    yield future.result()
-                except (InvoicedError, ExtractionCancelled, OSError, ValueError) as exc:
-                    if isinstance(exc, InvoicedAuthenticationError):
-                        cancelled.set()
-                    yield Extraction(plan, ListingStats(plan.obj.endpoint), error=exc)
+def _start_objects(
+    client: InvoicedClient,
+    plans: list[ReadPlan],
+    read: Callable[[ReadPlan], Extraction],
+    cancelled: threading.Event,
+    completed: "queue.SimpleQueue[tuple[ReadPlan, Future | None] | BaseException | None]",
+) -> None:
+    """Start each object's read, and hand each one over as it completes (then None).
+
+    The next object starts when none is being read, or when a request of those being read has
+    waited on the API for FAST_ROUND_TRIP_SECONDS. A fast API is thus read one object at a time
+    (the read is CPU-bound: each object is complete, and written, sooner); a slow one has its
+    objects started one after another until their waits overlap. The customers go first:
+    per-customer objects wait for their ids. Once `cancelled`, no other object starts.
+    """
+    waiting = sorted(plans, key=lambda plan: (plan.obj.name != "customers", plan.obj.per_customer))
+    try:
+        with ThreadPoolExecutor(len(plans), thread_name_prefix="invoiced-listing") as pool:
+            running: dict[Future, ReadPlan] = {}
+            while (waiting and not cancelled.is_set()) or running:
+                startable = waiting and not cancelled.is_set()
+                if startable and (
+                    not running or client.waiting_seconds() >= FAST_ROUND_TRIP_SECONDS
+                ):
+                    plan = waiting.pop(0)
+                    running[pool.submit(read, plan)] = plan
+                    continue
+                done, _ = wait(
+                    running,
+                    timeout=PACE_CHECK_SECONDS if startable else None,
+                    return_when=FIRST_COMPLETED,
+                )
+                for future in done:
+                    completed.put((running.pop(future), future))
+        for plan in waiting:  # never started: another listing failed
+            completed.put((plan, None))
+    except BaseException as exc:
+        completed.put(exc)
+    finally:
+        completed.put(None)

@@ -1,11 +1,14 @@
 """The extraction runs in a forked child process, and is exactly as good as in the step's threads.
 
 Proves: a job whose API reads run in a child process writes every field exactly (in batches of
-97 rows, handed over as files and all removed afterwards); the step says so in its logs; the
+97 rows, handed over as files and all removed afterwards, with progress lines sent from other
+threads meanwhile), and so do incremental runs after changes and deletions; the step says so in
+its logs; Dagster's own waiting threads do not prevent forking, any other thread does; the
 step falls back to its own threads when it has other threads or is told to; errors from the
 child keep their type and message, and a child that crashes or dies fails the step with a clear
 error; a step that stops early stops the child and its requests; a fast API is read one object
-at a time, customers first, and a slow one side by side.
+at a time, customers first, and a slow one side by side; objects start while the consumer is
+busy; a rejected key starts no other object.
 
 The emulator runs in a process of its own here (`EmulatorProcess`): a step forks only while it
 has no other thread, and the in-process emulator serves from a thread.
@@ -14,6 +17,7 @@ has no other thread, and the in-process emulator serves from a thread.
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +34,6 @@ from invoiced_assets.catalogue import get_object
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.extraction import ReadPlan, extract_concurrently
 from invoiced_assets.extraction_process import (
-    ExtractionProcessError,
     can_fork_for_extraction,
     extract_in_child_process,
 )
@@ -39,9 +42,13 @@ from invoiced_assets.table_data import BatchDirectory
 
 from .conftest import API_KEY, use_emulator
 from .emulator_process import EmulatorProcess
+from .test_incremental import change_everything, sync_kinds
 from .test_sync_job import run_sync
 from .warehouse_compare import assert_matches_truth
 
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the step forks only on Linux"
+)
 CHILD_LINE = re.compile(r"Reading the API in child process (\d+)")
 
 
@@ -85,12 +92,16 @@ def test_a_job_read_in_a_child_process_writes_every_field_exactly(
     batch_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(batch_root))
     monkeypatch.setattr(table_data, "BATCH_ROWS", 97)  # inherited by the forked child
+    # A progress line from the listing threads for every page, while extractions are sent from
+    # another thread: messages of both must not interleave in the pipe.
+    monkeypatch.setattr(extraction, "PROGRESS_LOG_INTERVAL_SECONDS", 0.0)
     path = tmp_path / "warehouse.duckdb"
     use_emulator(monkeypatch, account, path)
     result, messages = run_logged()
     assert result.success
     pids = child_pids(messages)
     assert len(pids) == 1 and pids[0] != os.getpid()
+    assert sum(" records/s)" in m for m in messages) > 50, "progress lines came through"
     assert assert_matches_truth(account, path) > 50_000
     assert not any(batch_root.iterdir()), "every batch file is removed after the run"
 
@@ -197,10 +208,15 @@ def test_an_unpicklable_error_still_crosses_with_its_message() -> None:
             super().__init__("the socket broke")
             self.lock = threading.Lock()
 
-    extraction = extraction_with_error(HoldsALock())
-    crossed = _picklable(extraction).error
-    assert isinstance(crossed, ExtractionProcessError)
-    assert str(crossed) == "HoldsALock: the socket broke"
+    class TakesNoArguments(ValueError):
+        def __init__(self) -> None:
+            super().__init__("a bad value")
+
+    # Pickled, the first holds a lock; the second pickles, but cannot be unpickled.
+    crossed = _picklable(extraction_with_error(HoldsALock())).error
+    assert type(crossed) is OSError and str(crossed) == "HoldsALock: the socket broke"
+    crossed = _picklable(extraction_with_error(TakesNoArguments())).error
+    assert type(crossed) is ValueError and str(crossed) == "TakesNoArguments: a bad value"
 
 
 def extraction_with_error(error: BaseException) -> extraction.Extraction:
@@ -283,3 +299,73 @@ def test_the_client_says_how_long_its_oldest_request_has_waited() -> None:
         assert 0.05 < client.waiting_seconds() < 0.3
         thread.join()
         assert client.waiting_seconds() == 0.0
+
+
+def test_dagster_threads_that_only_wait_do_not_prevent_forking() -> None:
+    """A run launched by Dagster (the UI, a schedule) has these two; any other thread does."""
+    release = threading.Event()
+    threads = [
+        threading.Thread(target=release.wait, name=name)
+        for name in ("termination-handler", "QueueFeederThread")
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        assert can_fork_for_extraction() is None
+        other = threading.Thread(target=release.wait, name="someone-else")
+        other.start()
+        threads.append(other)
+        assert "other threads (someone-else)" in (can_fork_for_extraction() or "")
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_rejected_key_starts_no_other_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    with EmulatorServer(scale=0.1, seed=4, api_key=API_KEY) as emulator:
+        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
+        client = client_for(emulator.url, key="wrong-key")
+        extractions = list(extract_concurrently(client, plans_for(*OBJECTS)))
+        assert emulator.stats()["requests"] == 1
+    errors = {e.obj.name: e.error for e in extractions}
+    assert isinstance(errors.pop("customers"), InvoicedAuthenticationError)
+    assert len(errors) == len(OBJECTS) - 1
+    assert all(isinstance(e, extraction.ExtractionCancelled) for e in errors.values())
+
+
+def test_objects_start_while_the_consumer_is_busy_with_the_last_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The step writes a table while the next objects are read, in threads as in a child."""
+    with EmulatorServer(scale=0.1, seed=4, api_key=API_KEY) as emulator:
+        at_once = ObjectsAtOnce(monkeypatch)
+        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
+        extractions = extract_concurrently(client_for(emulator.url), plans_for(*OBJECTS))
+        first = next(extractions)
+        deadline = time.monotonic() + 10
+        while len(at_once.started) < len(OBJECTS) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the step, writing the first object's tables
+        assert at_once.started == ["customers", "invoices", "payments", "estimates", "contacts"]
+        assert at_once.most == 1
+        rest = list(extractions)
+    assert row_counts([first, *rest])
+
+
+def test_incremental_runs_read_in_a_child_process_equal_the_truth(
+    account: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Changes, deletions (per-customer listings included) cross from the child exactly."""
+    path = tmp_path / "warehouse.duckdb"
+    use_emulator(monkeypatch, account, path, INVOICED_SYNC_MODE="incremental")
+    with dg.instance_for_test() as instance:
+        for round_number in range(3):
+            if round_number:
+                change_everything(account, round_number)  # type: ignore[arg-type]
+            result = run_sync(instance=instance)
+            assert result.success
+            messages = [r.user_message or "" for r in instance.all_logs(result.run_id)]
+            assert child_pids(messages)
+            kinds = set(sync_kinds(result).values())
+            assert kinds == ({"full"} if round_number == 0 else {"full", "incremental"})
+            assert_matches_truth(account, path)

@@ -290,6 +290,9 @@ def test_proxies_and_ca_bundle_come_from_the_environment(
     """Read once per session (not per request), with the same answer requests would give."""
     bundle = tmp_path / "ca.pem"
     bundle.write_text("")
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # lower case ones would win
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "bypassed.example")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
