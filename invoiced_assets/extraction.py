@@ -448,13 +448,13 @@ def extract_concurrently(
             if isinstance(item, BaseException):
                 raise item
             plan, future = item
+            if future is None:
+                error = ExtractionCancelled(f"{plan.obj.name}: not read because another failed")
+                yield Extraction(plan, ListingStats(plan.obj.endpoint), error=error)
+                continue
             try:
-                if future is None:
-                    raise ExtractionCancelled(f"{plan.obj.name}: not read because another failed")
                 yield future.result()
             except (InvoicedError, ExtractionCancelled, OSError, ValueError) as exc:
-                if isinstance(exc, InvoicedAuthenticationError):
-                    cancelled.set()
                 yield Extraction(plan, ListingStats(plan.obj.endpoint), error=exc)
     except BaseException:
         # The consumer stopped (the step failed or was terminated), or an object failed in an

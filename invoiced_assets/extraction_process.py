@@ -92,31 +92,35 @@ def extract_in_child_process(
     log: Callable[[str], None],
 ) -> Iterator[Extraction]:
     """`extract_concurrently` in a forked child: the same extractions, in the same order of
-    completion. The caller must have checked `can_fork_for_extraction()`. If the system cannot
-    fork now, the step's own threads read instead."""
-    context = multiprocessing.get_context("fork")
-    results_in, results_out = context.Pipe(duplex=False)
-    # The child reads nothing from this pipe: its end of file means the step has stopped.
-    lifeline_in, lifeline_out = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child_main,
-        args=(
-            client.settings,
-            plans,
-            batches,
-            results_out,
-            lifeline_in,
-            (results_in, lifeline_out),
-        ),
-        name="invoiced-extraction",
-        daemon=True,  # killed if the step's process exits without closing it
-    )
-    try:
-        child.start()
-    except OSError as exc:  # out of memory or processes
-        for end in (results_in, results_out, lifeline_in, lifeline_out):
-            end.close()
-        log(f"Reading in the step's own threads: a child process could not be started ({exc}).")
+    completion. Where forking is not safe, or fails, the step's own threads read instead, and
+    the log says why."""
+    why_not = can_fork_for_extraction()  # first: Windows has no "fork" context at all
+    if why_not is None:
+        context = multiprocessing.get_context("fork")
+        results_in, results_out = context.Pipe(duplex=False)
+        # The child reads nothing from this pipe: its end of file means the step has stopped.
+        lifeline_in, lifeline_out = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_child_main,
+            args=(
+                client.settings,
+                plans,
+                batches,
+                results_out,
+                lifeline_in,
+                (results_in, lifeline_out),
+            ),
+            name="invoiced-extraction",
+            daemon=True,  # killed if the step's process exits without closing it
+        )
+        try:
+            child.start()
+        except OSError as exc:  # out of memory or processes
+            for end in (results_in, results_out, lifeline_in, lifeline_out):
+                end.close()
+            why_not = f"a child process could not be started ({exc})"
+    if why_not is not None:
+        log(f"Reading in the step's own threads: {why_not}.")
         yield from extract_concurrently(client, plans, batches=batches, log=log)
         return
     results_out.close()

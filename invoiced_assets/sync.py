@@ -32,11 +32,7 @@ from invoiced_assets.api_errors import (
 )
 from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
-from invoiced_assets.extraction_process import (
-    ExtractionProcessError,
-    can_fork_for_extraction,
-    extract_in_child_process,
-)
+from invoiced_assets.extraction_process import ExtractionProcessError, extract_in_child_process
 from invoiced_assets.incremental import (
     Deletions,
     SyncState,
@@ -262,10 +258,7 @@ class SyncStep:
         """Each object's extraction as it completes: from a child process, or from threads."""
         log = self.context.log.info
         if self.options.extraction_process:
-            why_not = can_fork_for_extraction()
-            if why_not is None:
-                return extract_in_child_process(self.client, plans, batches=batches, log=log)
-            log(f"Reading in the step's own threads: {why_not}.")
+            return extract_in_child_process(self.client, plans, batches=batches, log=log)
         return extract_concurrently(self.client, plans, batches=batches, log=log)
 
     def _merged(

@@ -1,14 +1,16 @@
 """The extraction runs in a forked child process, and is exactly as good as in the step's threads.
 
-Proves: a job whose API reads run in a child process writes every field exactly (in batches of
-97 rows, handed over as files and all removed afterwards, with progress lines sent from other
-threads meanwhile), and so do incremental runs after changes and deletions; the step says so in
-its logs; Dagster's own waiting threads do not prevent forking, any other thread does; the
-step falls back to its own threads when it has other threads or is told to; errors from the
-child keep their type and message, and a child that crashes or dies fails the step with a clear
-error; a step that stops early stops the child and its requests; a fast API is read one object
-at a time, customers first, and a slow one side by side; objects start while the consumer is
-busy; a rejected key starts no other object.
+Proves:
+- A job whose API reads run in a child process writes every field exactly: in batches of 97
+  rows, handed over as files and all removed afterwards, with progress lines sent from other
+  threads meanwhile. So do incremental runs after changes and deletions. The step says so in
+  its logs.
+- Dagster's own waiting threads do not prevent forking; any other thread does. The step reads
+  in its own threads when it has other threads, when it is told to, or when the fork fails.
+- Errors from the child keep their type and message. A child that crashes or dies fails the
+  step with a clear error. A step that stops early stops the child and its requests.
+- A fast API is read one object at a time, customers first, and a slow one side by side.
+  Objects start while the consumer is busy. A rejected key starts no other object.
 
 The emulator runs in a process of its own here (`EmulatorProcess`): a step forks only while it
 has no other thread, and the in-process emulator serves from a thread.
@@ -369,3 +371,29 @@ def test_incremental_runs_read_in_a_child_process_equal_the_truth(
             kinds = set(sync_kinds(result).values())
             assert kinds == ({"full"} if round_number == 0 else {"full", "incremental"})
             assert_matches_truth(account, path)
+
+
+def test_a_fork_that_fails_falls_back_to_the_steps_threads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_more_processes(self: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_more_processes)
+    lines: list[str] = []
+    with (
+        EmulatorProcess(scale=0.05, seed=4, api_key=API_KEY) as account,
+        BatchDirectory(str(tmp_path)) as batches,
+    ):
+        extractions = list(
+            extract_in_child_process(
+                client_for(account.url), plans_for("customers", "invoices"),
+                batches=batches, log=lines.append,
+            )
+        )  # fmt: skip
+        truth = account.truth()
+    assert lines[0].startswith(
+        "Reading in the step's own threads: a child process could not be started"
+    )
+    counts = row_counts(extractions)
+    assert counts["customers"] == truth["customers"] and counts["invoices"] == truth["invoices"]
