@@ -173,21 +173,23 @@ def _child_main(
     step_gone = threading.Event()  # nobody reads the results any more
     outbox: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
 
+    def the_step_has_gone() -> None:
+        step_gone.set()
+        cancelled.set()
+
     def send_all() -> None:
         # The only thread writing to the pipe: a message sent from two threads at once can
         # interleave in the pipe. A full pipe (the step busy writing a table) blocks only here.
         try:
             while (message := outbox.get()) is not None:
                 results.send(message)
-        except OSError:  # the step has gone (broken pipe)
-            step_gone.set()
-            cancelled.set()
+        except OSError:  # broken pipe
+            the_step_has_gone()
 
     def watch_lifeline() -> None:
         with contextlib.suppress(EOFError, OSError):
             lifeline.recv()
-        step_gone.set()
-        cancelled.set()
+        the_step_has_gone()
 
     def send(kind: str, payload: Any) -> None:
         if not step_gone.is_set():
