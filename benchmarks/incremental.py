@@ -2,21 +2,31 @@
 
 Runs the job once in full (INVOICED_SYNC_MODE=incremental starts with a full load on an empty
 destination), changes about `--changed` of each listing's records in the emulator (a third
-inserted, a third updated, a third deleted), runs the job again, and prints both runs' API
-requests and wall time. Dagster start-up (importing it and loading the definitions) is a fixed
-cost paid once per process and is reported apart.
+inserted, a third updated, a third deleted), runs the job again, and prints for both runs the API
+requests, wall time, peak RSS and rows written to the destination (rows deleted plus rows
+inserted, from each table's materialization). Each run is a process of its own, so its peak RSS
+is its own (the extraction's child process included). Dagster start-up (importing it, loading the
+definitions and the instance) is paid by each run's process and reported apart.
 
-    python benchmarks/incremental.py --scale 5 --latency-ms 100 --objects core
+Rows changed are counted in the warehouse itself: for every table, the rows of the copy taken
+before the incremental run that are not in the table after it, plus the rows after it that were
+not there before (`EXCEPT ALL` both ways). An updated row counts twice, as it is written twice
+(its old version deleted, its new one inserted).
+
+    python benchmarks/incremental.py --scale 20 --latency-ms 0 --objects core
 """
 
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
-from full_load import add_arguments, emulator_json, peak_rss_line, peak_rss_mb, prepare
+from full_load import add_arguments, emulator_json, prepare
 
 
 def mutate(url: str, listing: str, insert: int, update: int, delete: int) -> None:
@@ -30,54 +40,116 @@ def mutate(url: str, listing: str, insert: int, update: int, delete: int) -> Non
         response.read()
 
 
+def run_once() -> None:
+    """One run of the job in this process (the environment says where): prints its figures."""
+    import resource
+
+    started = time.perf_counter()
+    import dagster as dg
+
+    from invoiced_assets.definitions import build_definitions
+    from invoiced_assets.settings import load_settings
+
+    job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+    (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").touch()
+    instance = dg.DagsterInstance.get()  # SQLite under DAGSTER_HOME, as `dagster dev` keeps it
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    result = job.execute_in_process(raise_on_error=False, instance=instance)
+    wall = time.perf_counter() - started
+    materializations = result.asset_materializations_for_node("invoiced_tables")
+    written = sum(
+        m.metadata["invoiced/rows_deleted"].value + m.metadata["invoiced/rows_inserted"].value
+        for m in materializations
+    )
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    print(json.dumps({
+        "success": result.success, "wall": wall, "startup": startup, "written": written,
+        "peak_rss_mb": peak / 1024, "tables": len(materializations),
+    }))  # fmt: skip
+
+
+def rows_changed(before: Path, after: Path) -> int:
+    """Rows that differ between two copies of the warehouse, table by table (both ways)."""
+    import duckdb
+
+    with duckdb.connect(str(after), read_only=True) as connection:
+        connection.execute(f"attach '{before}' as before_run (read_only)")
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "select table_name from information_schema.tables"
+                " where table_schema = 'invoiced' and table_catalog = current_database()"
+            ).fetchall()
+        ]
+        total = 0
+        for table in tables:
+            old, new = f"before_run.invoiced.{table}", f"invoiced.{table}"
+            for left, right in ((old, new), (new, old)):
+                total += connection.execute(
+                    f"select count(*) from (select * from {left} except all"
+                    f" select * from {right})"
+                ).fetchall()[0][0]
+    return total
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--run-once"]:
+        run_once()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--changed", type=float, default=0.01, help="share of records changed")
     args = parser.parse_args()
 
     emulator, url, enabled = prepare(args, INVOICED_SYNC_MODE="incremental")
-    workdir = os.environ["DAGSTER_HOME"]
+    database = Path(os.environ["INVOICED_DUCKDB_PATH"])
+    runs = {}
     try:
-        started = time.perf_counter()
-        import dagster as dg
-
-        from invoiced_assets.definitions import build_definitions
-        from invoiced_assets.settings import load_settings
-
-        job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
-        startup = time.perf_counter() - started
-        runs = {}
-        with dg.instance_for_test(temp_dir=workdir) as instance:
-            for name in ("full", "incremental"):
-                if name == "incremental":
-                    truth = emulator_json(url, "/_emulator/truth")
-                    for listing in [name for name in enabled if name != "events"]:
-                        third = max(1, round(truth[listing] * args.changed / 3))
-                        mutate(url, listing, third, third, third)
-                emulator_json(url, "/_emulator/reset-stats", "POST")
-                started = time.perf_counter()
-                result = job.execute_in_process(instance=instance, raise_on_error=False)
-                wall = time.perf_counter() - started
-                requests = emulator_json(url, "/_emulator/stats")["requests"]
-                runs[name] = (result.success, wall, requests)
-        child_rss = peak_rss_mb(children=True)
+        for name in ("full", "incremental"):
+            if name == "incremental":
+                truth = emulator_json(url, "/_emulator/truth")
+                for listing in [name for name in enabled if name != "events"]:
+                    third = max(1, round(truth[listing] * args.changed / 3))
+                    mutate(url, listing, third, third, third)
+                shutil.copy(database, database.with_name("before.duckdb"))
+            emulator_json(url, "/_emulator/reset-stats", "POST")
+            done = subprocess.run(
+                [sys.executable, __file__, "--run-once"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return 1
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            figures["requests"] = emulator_json(url, "/_emulator/stats")["requests"]
+            runs[name] = figures
+        changed = rows_changed(database.with_name("before.duckdb"), database)
     finally:
         emulator.terminate()
         emulator.wait()
 
     print(
-        f"scale {args.scale:g}, latency {args.latency_ms:g} ms,"
+        f"scale {args.scale:g}, latency {args.latency_ms:g} ms, objects {args.objects},"
         f" {args.changed:.0%} of records changed before the incremental run"
     )
-    print(f"  Dagster start-up   {startup:.2f} s (once per process, not in the figures below)")
-    for name, (ok, wall, requests) in runs.items():
-        print(f"  {name:<12} success {ok}, wall {wall:6.2f} s, API requests {requests:5d}")
-    full_requests, incremental_requests = runs["full"][2], runs["incremental"][2]
-    print(f"  requests ratio     {incremental_requests / full_requests:.1%} of the full load's")
-    print(f"  wall ratio         {runs['incremental'][1] / runs['full'][1]:.2f}x")
-    print(f"  peak RSS           {peak_rss_line(child_rss)}")
-    return 0 if all(ok for ok, _, _ in runs.values()) else 1
+    for name, run in runs.items():
+        print(
+            f"  {name:<12} success {run['success']}, wall {run['wall']:6.2f} s (start-up"
+            f" {run['startup']:.2f} s apart), API requests {run['requests']:6d}, rows written"
+            f" {run['written']:8,d}, peak RSS {run['peak_rss_mb']:5.0f} MB"
+        )
+    full, incremental = runs["full"], runs["incremental"]
+    print(f"  requests ratio     {incremental['requests'] / full['requests']:.1%} of the full load's")
+    print(f"  wall ratio         {incremental['wall'] / full['wall']:.1%} of the full load's")
+    print(
+        f"  rows changed       {changed:,} (EXCEPT ALL both ways); written by the incremental run"
+        f" {incremental['written']:,}: {incremental['written'] / max(1, changed):.2f}x"
+    )
+    return 0 if all(run["success"] for run in runs.values()) else 1
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ import dagster as dg
 from invoiced_assets import checks
 from invoiced_assets.catalogue import CATALOGUE, CUSTOMERS, ChildTable, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedResource
-from invoiced_assets.sync import SyncOptions, SyncStep
+from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
 
 KEY_PREFIX = "invoiced"
 API_KEY = "invoiced"
+# The destination: the IO manager that publishes the tables, which the step also stages into.
 IO_MANAGER_KEY = "invoiced_io_manager"
-WAREHOUSE_KEY = "invoiced_warehouse"
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ def build_invoiced_assets(
     options: SyncOptions | None = None,
     retry_policy: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
-    """The multi-asset that reads Invoiced and writes one table per spec, with its checks."""
+    """The multi-asset that reads Invoiced and publishes one table per spec, with its checks."""
     options = options or SyncOptions()
     tables = table_assets(catalogue)
-    by_key = {t.key: t for t in tables}
+    by_name = {t.table: t for t in tables}
     specs = [
         dg.AssetSpec(
             key=t.key,
@@ -114,16 +114,14 @@ def build_invoiced_assets(
         check_specs=check_specs,
         can_subset=True,
         retry_policy=retry_policy,
-        # The warehouse is read back only by incremental syncs.
-        required_resource_keys={API_KEY, WAREHOUSE_KEY} if options.incremental else {API_KEY},
+        required_resource_keys={API_KEY, IO_MANAGER_KEY},
     )
     def invoiced_tables(
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext, config: SyncRunConfig
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        selected = {by_key[key].table: by_key[key] for key in context.selected_asset_keys}
         invoiced: InvoicedResource = getattr(context.resources, API_KEY)
-        warehouse = getattr(context.resources, WAREHOUSE_KEY) if options.incremental else None
-        step = SyncStep(context, invoiced.get_client(), warehouse, selected, options)
+        destination = getattr(context.resources, IO_MANAGER_KEY)
+        step = SyncStep(context, invoiced.get_client(), destination, by_name, options, config)
         yield from step.run()
 
     return invoiced_tables

@@ -1,7 +1,8 @@
 """Data-quality checks of every table, declared from the catalogue, evaluated as pure functions.
 
-The checks run in the same step that writes the tables (on exactly the rows written), so they
-need no second read of the warehouse and work the same for every destination:
+The checks are SQL that the destination runs (`destinations.audit`): a full load audits the staged
+table, an incremental run the result of its merge, before either is published; executed on
+their own, they audit the published tables. These functions decide from the figures:
 
 | check                          | tables                      | severity | fails when                        |
 |--------------------------------|-----------------------------|----------|-----------------------------------|
@@ -12,15 +13,15 @@ need no second read of the warehouse and work the same for every destination:
 | `no_row_count_collapse`        | all                         | error    | rows fell below a share of the    |
 |                                |                             |          | previous load (e.g. 0 after 5,000)|
 
-Error checks are blocking: assets downstream of a table that fails one are not materialized.
+Error checks are blocking: an object whose tables fail one is not published (every table keeps
+its last good copy) and the run fails; a warning never blocks.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 PRIMARY_KEY = "primary_key_unique_not_null"
 ROW_COUNT = "row_count_matches_api"
@@ -37,25 +38,23 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_primary_key(
-    frame: pd.DataFrame, key: Sequence[str], *, rows: int | None = None
+def primary_key_outcome(
+    key: Sequence[str],
+    *,
+    rows: int,
+    null_keys: int,
+    duplicated_rows: int,
+    examples: Sequence[Mapping[str, Any]],
 ) -> CheckOutcome:
-    """Every row has a key, and no key is repeated (`frame` needs only the key's columns)."""
-    missing = [column for column in key if column not in frame.columns]
-    if missing:
-        return CheckOutcome(False, {"missing_key_columns": ", ".join(missing)})
-    keys = frame[list(key)]
-    null_rows = int(keys.isna().any(axis=1).sum())
-    duplicated = keys[keys.duplicated(keep=False)]
-    sample = duplicated.drop_duplicates().head(5).to_dict("records")
+    """Every row has a key, and no key is repeated (figures computed by the warehouse)."""
     return CheckOutcome(
-        null_rows == 0 and duplicated.empty,
+        null_keys == 0 and duplicated_rows == 0,
         {
             "key": ", ".join(key),
-            "rows": len(frame) if rows is None else rows,
-            "null_keys": null_rows,
-            "duplicated_rows": len(duplicated),
-            "duplicate_examples": str(sample) if sample else "none",
+            "rows": rows,
+            "null_keys": null_keys,
+            "duplicated_rows": duplicated_rows,
+            "duplicate_examples": str([dict(e) for e in examples]) if examples else "none",
         },
     )
 
@@ -79,22 +78,23 @@ def check_row_count(rows: int, total_before: int | None, total_after: int | None
     return CheckOutcome(min(totals) <= rows <= max(totals), metadata)
 
 
-def check_references(
-    values: Iterable[Any], targets: set[Any], *, target: str, nullable: bool = True
+def references_outcome(
+    *,
+    references: int,
+    null_references: int,
+    unresolved: int,
+    examples: Sequence[Any],
+    target: str,
+    nullable: bool = True,
 ) -> CheckOutcome:
-    """Every (non-null, when `nullable`) value is one of `targets`."""
-    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    nulls = int(series.isna().sum())
-    present = series.dropna()
-    dangling = present[~present.isin(targets)]
+    """Every (non-null, when `nullable`) reference resolves (figures computed by the warehouse)."""
     return CheckOutcome(
-        dangling.empty and (nullable or nulls == 0),
+        unresolved == 0 and (nullable or null_references == 0),
         {
-            "references": len(present),
-            "null_references": nulls,
-            "unresolved": len(dangling),
-            "unresolved_examples": ", ".join(map(str, dangling.drop_duplicates().head(10)))
-            or "none",
+            "references": references,
+            "null_references": null_references,
+            "unresolved": unresolved,
+            "unresolved_examples": ", ".join(map(str, examples)) or "none",
             "target": target,
         },
     )

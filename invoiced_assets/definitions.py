@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from invoiced_assets.assets import IO_MANAGER_KEY, WAREHOUSE_KEY, build_invoiced_assets
+from invoiced_assets.assets import IO_MANAGER_KEY, build_invoiced_assets
 from invoiced_assets.catalogue import CATALOGUE
-from invoiced_assets.destinations import build_io_manager, build_warehouse
+from invoiced_assets.destinations import build_io_manager
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.schedules import build_sync_job, build_sync_schedule
 from invoiced_assets.settings import Settings, load_settings
@@ -47,7 +47,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 max_in_flight=settings.max_in_flight,
             ),
             IO_MANAGER_KEY: build_io_manager(settings),
-            WAREHOUSE_KEY: build_warehouse(settings),
         },
     )
 

@@ -1,4 +1,5 @@
-"""Incremental sync: cursors, deletions from `/events`, and merging changes into a table.
+"""Incremental sync: cursors, and what `/events` says changed (the merge itself is SQL that the
+destination runs: see `sync.staging` and `destinations.sql`).
 
 Per table, the state of the last successful load is kept in its materialization metadata (so it
 survives restarts, and a failed load, which records no materialization, leaves it as it was):
@@ -15,18 +16,12 @@ survives restarts, and a failed load, which records no materialization, leaves i
 """
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-
-from invoiced_assets.catalogue import CATALOGUE, FieldType, InvoicedObject
+from invoiced_assets.catalogue import CATALOGUE, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, ListingStats
-from invoiced_assets.schema_evolution import plan_columns
-from invoiced_assets.shaping import Column, ShapedTable
-from invoiced_assets.table_data import WIRE_ARROW_TYPES, FrameData, convert_wire
 
 OVERLAP_SECONDS = 1
 CURSOR_UPDATED_AT = "invoiced/cursor_updated_at"
@@ -132,68 +127,6 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
                 # A contact added or changed leaves its customer's updated_at as it was.
                 deletions.touched_customers.setdefault(obj.name, set()).add(subject["customer"])
     return deletions
-
-
-def merge_tables(
-    previous: ShapedTable, incoming: ShapedTable, key_column: str, replaced: Iterable[Any]
-) -> ShapedTable:
-    """The previous rows whose `key_column` is not in `replaced`, then every incoming row.
-
-    Columns are the union (previous order first), each of the type that holds both sides'
-    values, so the merged table goes through the same drift rules as a full load. Columns stay
-    Arrow arrays throughout (as Python objects, a merge of the events table took 3x the memory).
-    """
-    replaced_keys = set(replaced)
-    kept = previous.frame
-    if replaced_keys and key_column in kept.columns:
-        kept = kept[~kept[key_column].isin(replaced_keys)]
-    new_rows = incoming.frame
-    plan = plan_columns(previous.column_types(), incoming.columns)
-    previous_types = previous.column_types()
-    incoming_types = incoming.column_types()
-    data: dict[str, Any] = {}
-    for column in plan.columns:
-        name, final = column.name, column.type
-        old = _wire_column(kept, name, previous_types.get(name), final)
-        new = _wire_column(new_rows, name, incoming_types.get(name), final)
-        data[name] = pd.arrays.ArrowExtensionArray(
-            pa.chunked_array([*old.chunks, *new.chunks], type=WIRE_ARROW_TYPES[final])
-        )
-    frame = pd.DataFrame(data, index=pd.RangeIndex(len(kept) + len(new_rows)))
-    columns = [Column(c.name, c.type) for c in plan.columns]
-    return ShapedTable(
-        incoming.name,
-        incoming.key,
-        columns,
-        FrameData(frame),
-        incoming.widened,
-        incoming.unknown_columns,
-    )
-
-
-def _wire_column(
-    frame: pd.DataFrame, name: str, source: FieldType | None, target: FieldType
-) -> pa.ChunkedArray:
-    """A frame's column as wire values of `target` (nulls where the frame lacks it)."""
-    if name not in frame.columns or source is None:
-        return pa.chunked_array([pa.nulls(len(frame), WIRE_ARROW_TYPES[target])])
-    column = pa.array(frame[name], from_pandas=True)  # Arrow-backed columns: their chunks
-    if isinstance(column, pa.Array):
-        column = pa.chunked_array([column])
-    column = column.cast(WIRE_ARROW_TYPES[source])
-    return pa.chunked_array(
-        [_widened(chunk, source, target) for chunk in column.chunks],
-        type=WIRE_ARROW_TYPES[target],
-    )
-
-
-def _widened(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
-    if source is FieldType.TIMESTAMP and target is FieldType.STRING:
-        # A column already in the warehouse as TIMESTAMP keeps its readable form as text.
-        text = [None if v is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v))
-                for v in array.to_pylist()]  # fmt: skip
-        return pa.array(text, pa.string())
-    return convert_wire(array, source, target)
 
 
 def now() -> float:

@@ -169,20 +169,6 @@ def _wire_values(values: list[Any], column_type: FieldType, value_types: set[typ
     return pd.arrays.ArrowExtensionArray(_wire_array(values, column_type, value_types))
 
 
-def rewire(values: list[Any], column_type: FieldType) -> Any:
-    """Wire values of any (narrower) column type as wire values of `column_type`.
-
-    Used when merging tables: strings are already wire text (exact decimals, JSON text), other
-    values are numbers or booleans to be written as that type's wire form.
-    """
-    if column_type is FieldType.DECIMAL:
-        values = [v if v is None or isinstance(v, str) else repr(v) for v in values]
-    elif column_type in (FieldType.JSON, FieldType.STRING):
-        values = [v if v is None or isinstance(v, str) else _encode_json(v) for v in values]
-    array = pa.array(values, WIRE_ARROW_TYPES[column_type], from_pandas=True)
-    return pd.arrays.ArrowExtensionArray(array)
-
-
 class TableBuilder:
     """Accumulates one table column by column from pages of records.
 

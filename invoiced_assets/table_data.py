@@ -272,23 +272,3 @@ def _number(text: str) -> int | float:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def convert_wire(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
-    """Wire values read back from a warehouse, as wire values of the wider `target` type.
-
-    Used when merging changes into a table: decimal text is the warehouse's and stays as it is;
-    numbers and booleans become their JSON spelling.
-    """
-    if source is target:
-        return array
-    if array.null_count == len(array):
-        return pa.nulls(len(array), WIRE_ARROW_TYPES[target])
-    values = array.to_pylist()
-    if source is FieldType.STRING and target is FieldType.JSON:
-        text = [None if v is None else orjson.dumps(v).decode() for v in values]
-    elif source is FieldType.BOOLEAN:
-        text = [None if v is None else ("true" if v else "false") for v in values]
-    else:  # integers and UNIX seconds as their digits; decimal text as it is
-        text = [None if v is None else str(v) for v in values]
-    return pa.array(text, pa.string())

@@ -1,7 +1,7 @@
 """Data-quality checks pass on good data and fail on crafted bad data, in the UI's terms.
 
-Pure checks: duplicate and null keys, orphan child rows, counts off the API's X-Total-Count,
-a collapse to zero. End to end: every check passes on a faithful load; deleting most customers in
+In SQL: duplicate and null keys, orphan child rows, their examples; pure decisions: counts off
+the API's X-Total-Count, a collapse to zero. End to end: every check passes on a faithful load; deleting most customers in
 Invoiced trips the collapse check (error) and the invoices' customer references (warning).
 """
 
@@ -9,29 +9,49 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
+import duckdb
 import pytest
 
 from invoiced_assets import checks
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CATALOGUE
+from invoiced_assets.destinations import audit
+from invoiced_assets.destinations.duckdb_destination import DuckDBDialect, DuckDBSession
 from invoiced_assets.emulator import EmulatorServer
 
 from .conftest import API_KEY, use_emulator
 from .test_sync_job import run_sync
 
 
-def test_primary_key() -> None:
-    good = pd.DataFrame({"id": [1, 2, 3]})
-    assert checks.check_primary_key(good, ["id"]).passed
-    duplicated = checks.check_primary_key(pd.DataFrame({"id": [1, 2, 2]}), ["id"])
-    assert not duplicated.passed and duplicated.metadata["duplicated_rows"] == 2
-    nulls = checks.check_primary_key(pd.DataFrame({"id": [1, None]}), ["id"])
-    assert not nulls.passed and nulls.metadata["null_keys"] == 1
-    child = pd.DataFrame({"invoice_id": [1, 1, 2], "position": [0, 1, 0]})
-    assert checks.check_primary_key(child, ["invoice_id", "position"]).passed
-    child.loc[2] = [1, 1]
-    assert not checks.check_primary_key(child, ["invoice_id", "position"]).passed
+def figures_session() -> DuckDBSession:
+    """An in-memory DuckDB holding small relations to audit."""
+    connection = duckdb.connect()
+    connection.execute("create table t (id bigint)")
+    connection.execute("insert into t values (1), (2), (3)")
+    connection.execute("create table dup (id bigint)")
+    connection.execute("insert into dup values (1), (2), (2), (null)")
+    connection.execute("create table child (invoice_id bigint, position bigint)")
+    connection.execute("insert into child values (1, 0), (1, 1), (2, 0)")
+    return DuckDBSession(connection)
+
+
+DIALECT = DuckDBDialect("main")
+
+
+def test_primary_key_figures_come_from_sql() -> None:
+    session = figures_session()
+    good = audit.primary_key(session, DIALECT, "select id from t", ["id"])
+    assert good.passed and good.metadata["rows"] == 3
+    bad = audit.primary_key(session, DIALECT, "select id from dup", ["id"])
+    assert not bad.passed
+    assert bad.metadata["duplicated_rows"] == 2 and bad.metadata["null_keys"] == 1
+    assert bad.metadata["duplicate_examples"] == "[{'id': 2}]"
+    child = audit.primary_key(session, DIALECT, "select * from child", ["invoice_id", "position"])
+    assert child.passed
+    session.connection.execute("insert into child values (1, 1)")
+    assert not audit.primary_key(
+        session, DIALECT, "select * from child", ["invoice_id", "position"]
+    ).passed
 
 
 def test_row_count_against_x_total_count() -> None:
@@ -42,12 +62,29 @@ def test_row_count_against_x_total_count() -> None:
     assert not checks.check_row_count(10, None, None).passed
 
 
-def test_references() -> None:
-    assert checks.check_references([1, 2, None], {1, 2}, target="customers.id").passed
-    orphan = checks.check_references([1, 3, 3], {1, 2}, target="invoices.id", nullable=False)
-    assert not orphan.passed and orphan.metadata["unresolved"] == 2
-    assert orphan.metadata["unresolved_examples"] == "3"
-    assert not checks.check_references([None], {1}, target="x", nullable=False).passed
+def test_reference_figures_come_from_sql() -> None:
+    session = figures_session()
+    resolved = audit.references(
+        session, DIALECT, "select id from dup", "id", "select id from t", "id", target="t.id"
+    )
+    assert resolved.passed and resolved.metadata["null_references"] == 1
+    orphan = audit.references(
+        session,
+        DIALECT,
+        "select invoice_id from child union all select 7",
+        "invoice_id",
+        "select id from t where id > 1",
+        "id",
+        target="invoices.id",
+        nullable=False,
+    )
+    assert not orphan.passed and orphan.metadata["unresolved"] == 3
+    assert orphan.metadata["unresolved_examples"] == "1, 7"
+    nulls = audit.references(
+        session, DIALECT, "select id from dup", "id", "select id from dup", "id",
+        target="x", nullable=False,
+    )  # fmt: skip
+    assert not nulls.passed
 
 
 def test_collapse() -> None:

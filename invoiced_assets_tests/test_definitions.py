@@ -18,10 +18,10 @@ import yaml
 from invoiced_assets.assets import IO_MANAGER_KEY, table_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.definitions import build_definitions
-from invoiced_assets.duckdb_destination import InvoicedDuckDBIOManager
+from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
+from invoiced_assets.destinations.snowflake_destination import InvoicedSnowflakeIOManager
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.settings import SettingsError, load_settings
-from invoiced_assets.snowflake_destination import InvoicedSnowflakeIOManager
 
 EXPECTED_TABLES = {
     "customers", "invoices", "payments", "subscriptions", "credit_notes", "estimates",
@@ -154,7 +154,7 @@ def test_definitions_per_deployment(
     io_manager = defs.resources[IO_MANAGER_KEY]
     expected = InvoicedSnowflakeIOManager if destination == "snowflake" else InvoicedDuckDBIOManager
     assert type(io_manager) is expected
-    assert io_manager.schema_ == schema
+    assert io_manager.schema_name == schema
     spec = next(iter(defs.resolve_all_asset_specs()))
     assert destination in spec.kinds
     assert "secret-password-123" not in repr(io_manager)

@@ -142,7 +142,7 @@ def test_full_reconciliation_when_due(
     account: EmulatorServer, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert run_sync(instance=instance).success
-    monkeypatch.setattr("invoiced_assets.sync.now", lambda: 1e10)  # long after the full load
+    monkeypatch.setattr("invoiced_assets.sync.step.now", lambda: 1e10)  # long after the full load
     result = run_sync(instance=instance)
     assert result.success and set(sync_kinds(result).values()) == {"full"}
 
@@ -159,41 +159,68 @@ def test_a_dropped_table_is_reloaded_in_full(
     assert_matches_truth(account, tmp_path / "incremental.duckdb")
 
 
-def test_a_merge_widens_both_sides_and_replaces_by_key() -> None:
-    import pandas as pd
+def test_a_merge_in_the_warehouse_widens_columns_and_replaces_by_key(tmp_path: Path) -> None:
+    from decimal import Decimal
 
-    from invoiced_assets.catalogue import INVOICES, FieldType
-    from invoiced_assets.incremental import merge_tables
+    from invoiced_assets.catalogue import INVOICES
+    from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
+    from invoiced_assets.destinations.protocol import Merge, RowDeletion
     from invoiced_assets.shaping import shape_records
 
-    previous = shape_records(
-        INVOICES,
-        [
-            {"id": 1, "attempt_count": 2, "notes": "plain text", "updated_at": 10},
-            {"id": 2, "attempt_count": 3, "notes": None, "updated_at": 10},
-        ],
-    )["invoices"]
-    incoming = shape_records(
-        INVOICES,
-        [
-            {"id": 2, "attempt_count": 0.5, "notes": {"a": 1}, "updated_at": 20, "new": True},
-            {"id": 3, "attempt_count": 1, "notes": "x", "updated_at": 20},
-        ],
-    )["invoices"]
-    merged = merge_tables(previous, incoming, "id", {2})
-    types = merged.column_types()
-    # Text is wider than JSON (see `schema_evolution`): the column stays text.
-    assert types["attempt_count"] is FieldType.DECIMAL and types["notes"] is FieldType.STRING
-    assert types["new"] is FieldType.BOOLEAN
-    frame = merged.frame
-    rows = {
-        record["id"]: record
-        for record in frame.astype(object).where(frame.notna(), None).to_dict("records")
+    from .destination_helpers import publish
+
+    manager = InvoicedDuckDBIOManager(database=str(tmp_path / "merge.duckdb"))
+    previous = [
+        {
+            "id": 1,
+            "attempt_count": 2,
+            "notes": "plain text",
+            "updated_at": 10,
+            "items": [{"id": 5}],
+        },
+        {"id": 2, "attempt_count": 3, "notes": None, "updated_at": 10, "items": [{"id": 6}]},
+    ]
+    publish(manager, shape_records(INVOICES, previous))
+    incoming = [
+        {"id": 2, "attempt_count": 0.5, "notes": {"a": 1}, "updated_at": 20, "new": True},
+        {"id": 3, "attempt_count": 1, "notes": "x", "updated_at": 20, "items": [{"id": 7}]},
+    ]
+    tables = shape_records(INVOICES, incoming)
+    merges = {
+        "invoices": Merge((RowDeletion("id", "replaced"),)),
+        "invoice_line_items": Merge((RowDeletion("invoice_id", "replaced"),)),
     }
-    assert list(rows) == [1, 2, 3]
-    # The previous row keeps its values, spelled as the wider type.
-    assert rows[1]["attempt_count"] == "2" and rows[1]["notes"] == "plain text"
-    assert rows[1]["new"] is None
-    assert rows[2]["attempt_count"] == "0.5" and rows[2]["notes"] == '{"a":1}'
-    assert rows[3]["notes"] == '"x"' and rows[3]["updated_at"] == 20
-    assert isinstance(frame["attempt_count"].dtype, pd.ArrowDtype)
+    tables = {name: tables[name] for name in merges}
+    result = publish(manager, tables, merges, {"replaced": [2, 3]})
+    with duckdb.connect(str(tmp_path / "merge.duckdb"), read_only=True) as connection:
+        rows = connection.execute(
+            "select id, attempt_count, notes, new, epoch(updated_at)"
+            " from invoiced.invoices order by id"
+        ).fetchall()
+        items = connection.execute(
+            "select invoice_id, id from invoiced.invoice_line_items order by id"
+        ).fetchall()
+        types = dict(
+            connection.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = 'invoiced' and table_name = 'invoices'"
+            ).fetchall()
+        )
+    # Text is wider than JSON (see `schema_evolution`): the column stays text; the kept row's
+    # values are spelled as the wider type, as a load of that type would spell them.
+    assert types["attempt_count"] == "DECIMAL(38,10)" and types["notes"] == "VARCHAR"
+    assert types["new"] == "BOOLEAN"
+    assert rows == [
+        (1, Decimal("2"), "plain text", None, 10),
+        (2, Decimal("0.5"), '{"a":1}', True, 20),
+        (3, Decimal("1"), '"x"', None, 20),
+    ]
+    assert items == [(1, 5), (3, 7)]  # invoice 2 lost its line item, invoice 3 brought one
+    written = {
+        m.asset_key.path[-1]: (
+            m.metadata["invoiced/rows_deleted"].value,
+            m.metadata["invoiced/rows_inserted"].value,
+        )
+        for m in result.asset_materializations_for_node("load")
+    }
+    assert written == {"invoices": (1, 2), "invoice_line_items": (1, 1)}

@@ -28,12 +28,16 @@ import snowflake.connector
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CATALOGUE, INVOICES, PAYMENTS
 from invoiced_assets.definitions import build_definitions
+from invoiced_assets.destinations.snowflake_destination import (
+    STAGING_PREFIX,
+    snowflake_io_manager,
+)
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import load_settings
 from invoiced_assets.shaping import ShapedTable, shape_records
-from invoiced_assets.snowflake_destination import STAGING_PREFIX, snowflake_io_manager
 
 from .conftest import API_KEY, use_emulator
+from .destination_helpers import publish
 from .test_sync_job import expected_counts
 from .test_tables import INVOICE
 
@@ -104,15 +108,9 @@ def table_names() -> set[str]:
 
 
 def write(tables: dict[str, ShapedTable]) -> dg.ExecuteInProcessResult:
-    """Materialize `tables` through the real IO manager, configured from the environment."""
-    specs = [dg.AssetSpec(["invoiced", name]).with_io_manager_key("io_manager") for name in tables]
-
-    @dg.multi_asset(specs=specs)
-    def load() -> Any:
-        for name, table in tables.items():
-            yield dg.Output(table, output_name=f"invoiced__{name}")
-
-    return dg.materialize([load], resources={"io_manager": snowflake_io_manager(schema="INVOICED")})
+    """Stage `tables` and publish them through the real IO manager, configured from the
+    environment."""
+    return publish(snowflake_io_manager(schema="INVOICED"), tables)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, table: str) -> dict[str, Any]:
@@ -269,6 +267,9 @@ def _break_json(tables: dict[str, ShapedTable]) -> None:
 def test_failed_write_leaves_previous_table_intact(
     failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import snowflake.connector.pandas_tools as pandas_tools
+
+    working_upload = pandas_tools.write_pandas
     write(shape_records(INVOICES, [INVOICE, {"id": 1}, {"id": 2}]))
     tables = shape_records(INVOICES, [INVOICE, {**INVOICE, "id": 3}, {"id": 4, "new": 1}])
     if failure == "upload":
@@ -280,32 +281,36 @@ def test_failed_write_leaves_previous_table_intact(
     assert query("select id from invoiced.invoices order by id") == [(1,), (2,), (46225,)]
     types = column_types("INVOICES")
     assert types["SHIP_TO"] == "VARIANT" and "NEW" not in types
+    # What the failed run staged stays for inspection, until the next run clears it.
+    monkeypatch.setattr(pandas_tools, "write_pandas", working_upload)
+    write(shape_records(INVOICES, [INVOICE]))
     assert not [name for name in table_names() if name.startswith(STAGING_PREFIX)]
 
 
-def test_stale_staging_tables_are_swept() -> None:
+def test_leftover_staging_tables_are_dropped_by_the_next_run() -> None:
     write(shape_records(INVOICES, [INVOICE]))
-    stale = f"{STAGING_PREFIX}INVOICES_20200101000000_DEADBEEF"  # left by a killed process
-    fresh = f"{STAGING_PREFIX}INVOICES_{datetime.now(UTC):%Y%m%d%H%M%S}_0BADF00D"  # in use
-    for name in (stale, fresh):
-        query(f'create transient table analytics.invoiced."{name}" ("C0" VARCHAR)')
+    for name in ("STAGED_INVOICES", "WIRE_PAYMENTS", "KEYS_INVOICES_REPLACED"):
+        query(f'create transient table analytics.invoiced."{STAGING_PREFIX}{name}" ("C0" VARCHAR)')
     write(shape_records(INVOICES, [INVOICE]))
-    assert stale not in table_names() and fresh in table_names()
+    assert not [name for name in table_names() if name.startswith(STAGING_PREFIX)]
 
 
 def test_credentials_stay_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     manager = snowflake_io_manager(schema="INVOICED")
-    assert manager.password == dg.EnvVar("SNOWFLAKE_PASSWORD") and manager.private_key is None
-    assert manager.warehouse == dg.EnvVar("SNOWFLAKE_WAREHOUSE")
+    connection = manager.snowflake
+    assert connection.password == dg.EnvVar("SNOWFLAKE_PASSWORD")
+    assert connection.private_key is None
+    assert connection.warehouse == dg.EnvVar("SNOWFLAKE_WAREHOUSE")
     assert PASSWORD not in repr(manager)
     monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY", "LS0tLS1CRUdJTi...")
     monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "not-a-real-passphrase")
     monkeypatch.delenv("SNOWFLAKE_ROLE")
     manager = snowflake_io_manager(schema="INVOICED_BRANCH_PR_7")
-    assert manager.private_key == dg.EnvVar("SNOWFLAKE_PRIVATE_KEY")
-    assert manager.private_key_password == dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
-    assert manager.password is None and manager.role is None  # one credential; unset omitted
-    assert manager.schema_ == "INVOICED_BRANCH_PR_7"
+    connection = manager.snowflake
+    assert connection.private_key == dg.EnvVar("SNOWFLAKE_PRIVATE_KEY")
+    assert connection.private_key_password == dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
+    assert connection.password is None and connection.role is None  # one credential
+    assert manager.schema_name == "INVOICED_BRANCH_PR_7"
 
 
 @pytest.fixture
@@ -395,7 +400,7 @@ def test_incremental_sync_on_snowflake(
 def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from invoiced_assets import snowflake_destination
+    from invoiced_assets.destinations import snowflake_destination
     from invoiced_assets.table_data import BatchDirectory
 
     from .test_batches import drifting_invoices, shape

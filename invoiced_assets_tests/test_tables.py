@@ -3,25 +3,25 @@
 Proves: catalogue types reach the warehouse exactly (UTC timestamps, exact decimals, nullable
 integers, booleans, JSON as sent, all-null known fields still typed); child tables carry parent id
 and position; new, vanished, retyped and reordered fields never fail a load nor lose a value; a
-failure in the middle of a write (bad value, killed process) leaves the previous table intact.
+failure in the middle of a write (a bad value) leaves the previous table intact (killed
+publishes: `test_publish.py`).
 """
 
 import json
-import subprocess
-import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import duckdb
 import pytest
 
 from invoiced_assets.catalogue import INVOICES, PAYMENTS, FieldType
-from invoiced_assets.duckdb_destination import InvoicedDuckDBIOManager
+from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
 from invoiced_assets.schema_evolution import plan_columns, widest
 from invoiced_assets.shaping import Column, ShapedTable, shape_records
+
+from .destination_helpers import publish
 
 INVOICE = {
     "id": 46225,
@@ -57,17 +57,8 @@ INVOICE = {
 
 
 def write(path: Path, tables: dict[str, ShapedTable]) -> dg.ExecuteInProcessResult:
-    """Materialize `tables` through the real IO manager into `path`."""
-    specs = [dg.AssetSpec(["invoiced", name]).with_io_manager_key("io_manager") for name in tables]
-
-    @dg.multi_asset(specs=specs)
-    def load() -> Any:
-        for name, table in tables.items():
-            yield dg.Output(table, output_name=f"invoiced__{name}")
-
-    return dg.materialize(
-        [load], resources={"io_manager": InvoicedDuckDBIOManager(database=str(path))}
-    )
+    """Stage `tables` and publish them through the real IO manager into `path`."""
+    return publish(InvoicedDuckDBIOManager(database=str(path)), tables)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:
@@ -203,25 +194,3 @@ def test_failed_write_leaves_previous_table_intact(tmp_path: Path) -> None:
         write(db, {"invoices": _broken_table()})
     assert rows(db, "select id from invoiced.invoices order by id") == [(1,), (2,), (46225,)]
     assert column_types(db, "invoices")["ship_to"] == "JSON"
-
-
-KILLED_WRITER = """
-import os, sys
-import duckdb
-from invoiced_assets.duckdb_destination import replace_table
-from invoiced_assets.catalogue import INVOICES
-from invoiced_assets.shaping import shape_records
-connection = duckdb.connect(sys.argv[1])
-connection.execute("BEGIN TRANSACTION")
-table = shape_records(INVOICES, [{"id": n} for n in range(1000)])["invoices"]
-replace_table(connection, "invoiced", "invoices", table)
-os._exit(9)  # killed after the new table was written, before COMMIT
-"""
-
-
-def test_killed_writer_leaves_previous_table_intact(tmp_path: Path) -> None:
-    db = tmp_path / "w.duckdb"
-    write(db, shape_records(INVOICES, [INVOICE]))
-    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(db)], check=False)
-    assert done.returncode == 9
-    assert rows(db, "select id from invoiced.invoices") == [(46225,)]

@@ -1,0 +1,142 @@
+"""What the sync step needs of a destination, and what it hands one: plain data, no SQL.
+
+A run never writes into the published tables directly. For each object it *stages* what it read
+(`StagedObject`: a staged table per table, plus the key sets an incremental merge deletes by),
+*audits* the result in SQL (`sql.relation`, `audit`), and only then hands the object to the IO
+manager, which *publishes* all of its tables in one transaction (`Destination.publish`).
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from invoiced_assets.catalogue import FieldType
+from invoiced_assets.schema_evolution import ColumnPlan
+from invoiced_assets.shaping import Column
+
+
+@dataclass(frozen=True)
+class RowDeletion:
+    """In a merge, the published rows whose `column` is one of a staged key set's keys."""
+
+    column: str
+    key_set: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """How an incremental run's staged rows go into the published table.
+
+    The rows of `deletions` go (records changed or deleted since the last load, with their child
+    rows; for per-customer listings, the rows of the customers read), then every staged row is
+    inserted. An append-only table (`append_after`: its key) deletes nothing and takes only the
+    staged rows after the newest key it holds.
+    """
+
+    deletions: tuple[RowDeletion, ...] = ()
+    append_after: str | None = None
+
+
+@dataclass(frozen=True)
+class StagedTable:
+    """One table's rows as staged, with the types they were staged in."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    rows: int
+    merge: Merge | None = None  # None: the published table is replaced whole
+    # Columns whose values did not fit the catalogue's type in this load: name -> (from, to).
+    widened: Mapping[str, tuple[FieldType, FieldType]] = field(default_factory=dict)
+
+    @property
+    def column_types(self) -> dict[str, FieldType]:
+        return {c.name: c.type for c in self.columns}
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """Everything one object's read staged: its tables, published together or not at all."""
+
+    name: str
+    tables: Mapping[str, StagedTable]
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """What publishing a table did: its columns, and the rows it holds and wrote."""
+
+    name: str
+    location: str
+    plan: ColumnPlan
+    sql_columns: Sequence[tuple[str, str]]
+    rows: int
+    rows_deleted: int
+    rows_inserted: int
+
+
+# Called with each statement of a publish just before it runs (logging, tests that stop there).
+StatementObserver = Callable[[str], None]
+
+
+class SqlSession(Protocol):
+    """One open connection to the warehouse."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run a query and fetch every row."""
+        ...
+
+    def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement and return the number of rows it changed."""
+        ...
+
+
+class Destination(Protocol):
+    """A warehouse that stages, audits and publishes (DuckDB, Snowflake)."""
+
+    @property
+    def dialect(self) -> Any: ...
+
+    def session(self) -> AbstractContextManager[SqlSession]:
+        """The step's held session, or a new one."""
+        ...
+
+    def held_session(self) -> AbstractContextManager[SqlSession]:
+        """A session every `session()` uses until it is closed (one per sync step)."""
+        ...
+
+    def clear_staging(self) -> None:
+        """Drop whatever earlier runs left staged (a failed audit's data, a killed run's)."""
+        ...
+
+    def published_columns(self, session: SqlSession, table: str) -> dict[str, FieldType]:
+        """The published table's columns by API name (empty when it does not exist)."""
+        ...
+
+    def forget_columns(self, tables: Sequence[str]) -> None:
+        """The tables' columns may have changed (read them again)."""
+        ...
+
+    def stage(
+        self, tables: Sequence[tuple[str, Any]], key_sets: Mapping[str, Sequence[Any]]
+    ) -> None:
+        """Stage each `(name, ShapedTable)` and each key set, replacing earlier ones."""
+        ...
+
+    def publish(
+        self, staged: StagedObject, observe: StatementObserver | None = None
+    ) -> dict[str, PublishedTable]:
+        """Publish every table of `staged` at once, then drop what it staged."""
+        ...
+
+    def drop_staged_statements(self, staged: StagedObject) -> list[str]:
+        """What drops an object's staged tables and key sets once it is published."""
+        ...
+
+    def table_location(self, table: str) -> str: ...
+
+    @property
+    def staging_location(self) -> str:
+        """Where staged tables are kept, for messages."""
+        ...

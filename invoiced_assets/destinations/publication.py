@@ -1,0 +1,209 @@
+"""Publishing an object's staged tables: one transaction for all of them, through the IO manager.
+
+Dagster hands the IO manager one output at a time, but an object's tables (invoices and their
+line items, discounts and taxes) must change together. So the step yields, for each table of an
+object that passed its audit, a `TableRelease` sharing one `ObjectRelease`: the first of them to
+reach the IO manager publishes every table of the object in one transaction, and each output
+then records its own table's materialization with what the publish did to it.
+
+What a reader can see: all of an object's tables as they were, or all of them as published,
+never a mix. Dagster records the materializations one output after another once that
+transaction has committed; a process killed between two of them leaves the tables published
+and some materializations unrecorded: the next run then starts from the older cursors, which
+re-reads a little more and changes nothing (merges are by key).
+"""
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations.protocol import (
+    Destination,
+    PublishedTable,
+    StagedObject,
+    StatementObserver,
+)
+from invoiced_assets.destinations.sql import PublishStatements, publish_statements
+
+
+def publish_object(
+    destination: Destination, staged: StagedObject, observe: StatementObserver | None = None
+) -> dict[str, PublishedTable]:
+    """Publish every table of `staged` in one transaction, then drop what it staged.
+
+    Where DDL commits on its own (Snowflake), the drift statements (a new column, a widened
+    type) run first, each atomic, and change no row; the rows change in one transaction after.
+    """
+    dialect = destination.dialect
+    notify = observe or (lambda _statement: None)
+    with destination.session() as session:
+
+        def run(statement: str) -> int:
+            notify(statement)
+            return session.change(statement)
+
+        plans: dict[str, PublishStatements] = {
+            name: publish_statements(dialect, table, destination.published_columns(session, name))
+            for name, table in staged.tables.items()
+        }
+        if not dialect.transactional_ddl:
+            for statements in plans.values():
+                for statement in statements.drift:
+                    run(statement)
+        run("BEGIN TRANSACTION")
+        try:
+            published = {}
+            for name, statements in plans.items():
+                if dialect.transactional_ddl:
+                    for statement in statements.drift:
+                        run(statement)
+                deleted = inserted = 0
+                for index, statement in enumerate(statements.data):
+                    changed = run(statement)
+                    deleted += changed if index in statements.deleting else 0
+                    inserted += changed if index in statements.inserting else 0
+                rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(name)}")[0][0]
+                published[name] = PublishedTable(
+                    name,
+                    destination.table_location(name),
+                    statements.plan,
+                    [
+                        (dialect.stored_column(c.name), dialect.sql_type(c.type))
+                        for c in statements.plan.columns
+                    ],
+                    int(rows),
+                    deleted,
+                    inserted,
+                )
+            if dialect.transactional_ddl:
+                for statement in destination.drop_staged_statements(staged):
+                    run(statement)
+            run("COMMIT")
+        except BaseException:
+            session.change("ROLLBACK")
+            raise
+        finally:
+            destination.forget_columns(staged.tables)
+        if not dialect.transactional_ddl:
+            for statement in destination.drop_staged_statements(staged):
+                run(statement)
+    return published
+
+
+@dataclass
+class ObjectRelease:
+    """An audited object, published once, by the first of its tables' outputs to be handled."""
+
+    staged: StagedObject
+    observe: StatementObserver | None = None
+    _published: dict[str, PublishedTable] | None = field(default=None, repr=False)
+
+    def published_by(self, destination: Destination) -> dict[str, PublishedTable]:
+        if self._published is None:
+            self._published = publish_object(destination, self.staged, self.observe)
+        return self._published
+
+
+@dataclass(frozen=True)
+class TableRelease:
+    """The value of one table's output: its object's release, and which table it is."""
+
+    release: ObjectRelease
+    table: str
+
+
+def published_metadata(published: PublishedTable, widened: dict[str, Any]) -> dict[str, Any]:
+    """What the UI shows for a published table (every destination alike)."""
+    plan = published.plan
+    metadata: dict[str, Any] = {
+        "dagster/row_count": published.rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, sql_type) for name, sql_type in published.sql_columns]
+        ),
+        "dagster/table_name": published.location,
+        "invoiced/rows_deleted": published.rows_deleted,
+        "invoiced/rows_inserted": published.rows_inserted,
+        "schema_changed": plan.changed,
+    }
+    if plan.changed:
+        metadata["schema_changes"] = dg.MetadataValue.md(
+            "\n".join(f"- {line}" for line in plan.describe())
+        )
+    if widened:
+        metadata["columns_widened_from_catalogue"] = ", ".join(
+            f"{name} ({old} → {new})" for name, (old, new) in widened.items()
+        )
+    return metadata
+
+
+class PublishingIOManager(dg.ConfigurableIOManager):
+    """What the destinations' IO managers share: a `TableRelease` output is published (see the
+    module docstring); `load_input` reads a published table as a pandas DataFrame.
+
+    A sync step holds one session for all it does (`held_session`), and the published tables'
+    columns are read once per step: connecting and `information_schema` cost milliseconds per
+    query, and a run makes hundreds.
+    """
+
+    _held: Any = PrivateAttr(default=None)
+    _columns: dict[str, dict[str, FieldType]] = PrivateAttr(default_factory=dict)
+
+    def open_session(self) -> AbstractContextManager[Any]:
+        """A new connection (each destination's own)."""
+        raise NotImplementedError
+
+    def read_columns(self, session: Any, table: str) -> dict[str, FieldType]:
+        """The published table's columns by API name, from the warehouse (empty: no table)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def held_session(self) -> Iterator[Any]:
+        with self.open_session() as session:
+            self._held, self._columns = session, {}
+            try:
+                yield session
+            finally:
+                self._held, self._columns = None, {}
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        if self._held is not None:
+            yield self._held
+            return
+        with self.open_session() as session:
+            yield session
+
+    def published_columns(self, session: Any, table: str) -> dict[str, FieldType]:
+        if session is not self._held:
+            return self.read_columns(session, table)
+        if table not in self._columns:
+            self._columns[table] = self.read_columns(session, table)
+        return self._columns[table]
+
+    def forget_columns(self, tables: Iterable[str]) -> None:
+        """After a publish: the tables' columns may have changed."""
+        for table in tables:
+            self._columns.pop(table, None)
+
+    def handle_output(self, context: dg.OutputContext, obj: TableRelease) -> None:
+        if not isinstance(obj, TableRelease):
+            raise TypeError(
+                f"The Invoiced IO manager writes the invoiced_tables outputs only, not {type(obj)}."
+            )
+        published = obj.release.published_by(self)  # type: ignore[arg-type]
+        staged = obj.release.staged.tables[obj.table]
+        context.add_output_metadata(
+            {
+                **published_metadata(published[obj.table], dict(staged.widened)),
+                "primary_key": ", ".join(staged.key),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        table = context.upstream_output.asset_key.path[-1]  # type: ignore[union-attr]
+        return self.read_frame(table)  # type: ignore[attr-defined]

@@ -1,0 +1,186 @@
+"""The SQL every destination runs, written once over a `Dialect`: pure functions, no connection.
+
+A destination stages what a run read (see `protocol`), and these build the statements that
+audit and publish it:
+
+- `relation`: the rows a table would hold once published, as a query. A full load's is the
+  staged table; an incremental run's is the merge (the published rows it keeps, then the staged
+  rows), so the checks audit the merge's result before it is committed.
+- `publish_statements`: the schema-drift statements (a new column, a widened type) and the data
+  statements (replace the table; or delete the replaced rows and insert the staged ones) that
+  publish one table.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations.protocol import StagedTable
+from invoiced_assets.schema_evolution import ColumnPlan, PlannedColumn, plan_columns
+
+# The one column of a staged key set (see `protocol.KeySet`).
+KEY_SET_COLUMN = "key"
+
+
+class Dialect(Protocol):
+    """How one warehouse spells names, types and conversions."""
+
+    # Whether DDL takes part in a transaction (DuckDB) or commits on its own (Snowflake).
+    transactional_ddl: bool
+
+    def column(self, name: str) -> str:
+        """A column, by its API name, as a quoted identifier."""
+        ...
+
+    def stored_column(self, name: str) -> str:
+        """A column's name as the warehouse stores and shows it."""
+        ...
+
+    def published(self, table: str) -> str:
+        """The published table's qualified name."""
+        ...
+
+    def staged(self, table: str) -> str:
+        """The staged table's qualified name."""
+        ...
+
+    def key_set(self, name: str) -> str:
+        """A staged key set's qualified name."""
+        ...
+
+    def sql_type(self, field_type: FieldType) -> str: ...
+
+    def convert(self, value: str, source: FieldType, target: FieldType) -> str:
+        """A typed value of `source` as a value of the wider `target` (`schema_evolution`)."""
+        ...
+
+    def widen_columns(
+        self, table: str, columns: Mapping[str, FieldType], widened: Mapping[str, FieldType]
+    ) -> list[str]:
+        """Statements that widen columns of a published table in place, keeping its rows."""
+        ...
+
+
+def converted(dialect: Dialect, column: PlannedColumn) -> str:
+    """A staged column in its published type (null when the staged table lacks it)."""
+    if column.incoming_type is None:
+        return f"CAST(NULL AS {dialect.sql_type(column.type)})"
+    return dialect.convert(dialect.column(column.name), column.incoming_type, column.type)
+
+
+def _select_list(dialect: Dialect, columns: Sequence[PlannedColumn]) -> str:
+    return ", ".join(f"{converted(dialect, c)} AS {dialect.column(c.name)}" for c in columns)
+
+
+def _kept_rows_filter(dialect: Dialect, staged: StagedTable, alias: str) -> str:
+    """The published rows a merge keeps: none of its deletions' keys (nulls are kept)."""
+    conditions = [
+        f"NOT EXISTS (SELECT 1 FROM {dialect.key_set(d.key_set)} k"
+        f" WHERE k.{dialect.column(KEY_SET_COLUMN)} = {alias}.{dialect.column(d.column)})"
+        for d in staged.merge.deletions  # type: ignore[union-attr]
+    ]
+    return " AND ".join(conditions) or "TRUE"
+
+
+def _appended_rows_filter(dialect: Dialect, staged: StagedTable) -> str:
+    """An append-only table takes only staged rows after the newest key it holds."""
+    assert staged.merge is not None and staged.merge.append_after
+    key = dialect.column(staged.merge.append_after)
+    return f" WHERE {key} > (SELECT COALESCE(MAX({key}), -1) FROM {dialect.published(staged.name)})"
+
+
+def relation(
+    dialect: Dialect,
+    staged: StagedTable,
+    published_columns: Mapping[str, FieldType],
+    columns: Sequence[str],
+) -> str:
+    """A query of `columns` over the rows the table holds once `staged` is published."""
+    if staged.merge is None or not published_columns:
+        present = [c for c in columns if c in staged.column_types]
+        planned = [
+            PlannedColumn(c, staged.column_types[c], staged.column_types[c]) for c in present
+        ]
+        missing = [PlannedColumn(c, FieldType.STRING, None) for c in columns if c not in present]
+        return (
+            f"SELECT {_select_list(dialect, planned + missing)} FROM {dialect.staged(staged.name)}"
+        )
+    plan = {c.name: c for c in plan_columns(published_columns, staged.columns).columns}
+    kept = [
+        PlannedColumn(c, plan[c].type, published_columns.get(c)) if c in plan
+        else PlannedColumn(c, FieldType.STRING, None)
+        for c in columns
+    ]  # fmt: skip
+    incoming = [
+        PlannedColumn(c, plan[c].type, staged.column_types.get(c)) if c in plan
+        else PlannedColumn(c, FieldType.STRING, None)
+        for c in columns
+    ]  # fmt: skip
+    appended = _appended_rows_filter(dialect, staged) if staged.merge.append_after else ""
+    return (
+        f"SELECT {_select_list(dialect, kept)} FROM {dialect.published(staged.name)} p"
+        f" WHERE {_kept_rows_filter(dialect, staged, 'p')}"
+        f" UNION ALL SELECT {_select_list(dialect, incoming)}"
+        f" FROM {dialect.staged(staged.name)}{appended}"
+    )
+
+
+@dataclass(frozen=True)
+class PublishStatements:
+    """How one table is published: `drift` first, then `data` (see the module docstring)."""
+
+    plan: ColumnPlan
+    drift: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    # Which data statements delete rows and which insert them (to count the rows written).
+    deleting: frozenset[int] = frozenset()
+    inserting: frozenset[int] = frozenset()
+
+
+def publish_statements(
+    dialect: Dialect, staged: StagedTable, published_columns: Mapping[str, FieldType]
+) -> PublishStatements:
+    """The statements that publish `staged` over the table as it is (no columns: new)."""
+    plan = plan_columns(published_columns, staged.columns)
+    target = dialect.published(staged.name)
+    source = dialect.staged(staged.name)
+    if staged.merge is None and dialect.transactional_ddl:
+        # One statement in the publishing transaction replaces the table, rows and schema.
+        replace = f"CREATE OR REPLACE TABLE {target} AS SELECT {_select_list(dialect, plan.columns)} FROM {source}"
+        return PublishStatements(plan, data=[replace], inserting=frozenset({0}))
+    drift: list[str] = []
+    if not published_columns:
+        definitions = ", ".join(
+            f"{dialect.column(c.name)} {dialect.sql_type(c.type)}" for c in plan.columns
+        )
+        drift.append(f"CREATE TABLE {target} ({definitions})")
+    else:
+        if plan.widened:  # first: a widening may rebuild the table from the columns it has
+            widened = {name: new for name, (_, new) in plan.widened.items()}
+            drift += dialect.widen_columns(staged.name, published_columns, widened)
+        drift += [
+            f"ALTER TABLE {target} ADD COLUMN {dialect.column(c.name)} {dialect.sql_type(c.type)}"
+            for c in plan.columns
+            if c.name in plan.added
+        ]
+    data: list[str] = []
+    if staged.merge is None:
+        data.append(f"DELETE FROM {target}")
+    elif published_columns:
+        data += [
+            f"DELETE FROM {target} WHERE {dialect.column(d.column)} IN"
+            f" (SELECT {dialect.column(KEY_SET_COLUMN)} FROM {dialect.key_set(d.key_set)})"
+            for d in staged.merge.deletions
+        ]
+    deleting = frozenset(range(len(data)))
+    written = [c for c in plan.columns if c.incoming_type is not None]
+    names = ", ".join(dialect.column(c.name) for c in written)
+    appended = ""
+    if staged.merge is not None and staged.merge.append_after and published_columns:
+        appended = _appended_rows_filter(dialect, staged)
+    data.append(
+        f"INSERT INTO {target} ({names}) SELECT {_select_list(dialect, written)}"
+        f" FROM {source}{appended}"
+    )
+    return PublishStatements(plan, drift, data, deleting, frozenset({len(data) - 1}))

@@ -1,0 +1,98 @@
+"""What a sync step tells Dagster: each table's output metadata, and why a run failed."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from invoiced_assets.api_errors import (
+    InvoicedAPIError,
+    InvoicedAuthenticationError,
+    InvoicedConnectionError,
+    InvoicedRateLimitError,
+)
+from invoiced_assets.extraction import Extraction
+from invoiced_assets.shaping import ShapedTable
+
+PREVIEW_ROWS = 5
+TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)
+KEEP_LAST_GOOD = "Tables not written by this run keep their last good copy."
+
+
+def markdown_preview(shaped: ShapedTable, rows: int = PREVIEW_ROWS, width: int = 40) -> str:
+    """The first rows as a Markdown table, each cell cut to `width` characters."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or value is pd.NA else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    head = shaped.data.head(rows)
+    names = list(head.columns)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for record in head.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    return "\n".join(lines)
+
+
+def failure_for(failures: list[Extraction]) -> dg.Failure:
+    """One clear error for the run: the rejected key once, or each failed object."""
+    auth = next(
+        (f.error for f in failures if isinstance(f.error, InvoicedAuthenticationError)), None
+    )
+    if auth is not None:
+        return dg.Failure(description=f"{auth} {KEEP_LAST_GOOD}", allow_retries=False)
+    lines = [f"- {f.obj.name}: {f.error}" for f in failures]
+    return dg.Failure(
+        description=(
+            f"{len(failures)} Invoiced object(s) could not be read; their tables keep their last"
+            " good copy, and the other objects were written:\n" + "\n".join(lines)
+        ),
+        # Retrying the step helps only when something was transient (outage, rate limit).
+        allow_retries=any(isinstance(f.error, TRANSIENT_ERRORS) for f in failures),
+    )
+
+
+@dataclass(frozen=True)
+class BlockedObject:
+    """An object not published because a blocking check failed on one of its tables."""
+
+    name: str
+    failed: Sequence[tuple[str, str, str]]  # (table, check, what it found)
+
+
+def blocked_message(blocked: Sequence[BlockedObject], staging: str) -> str:
+    """Which checks stopped which objects, with the figures, and how to accept a real drop."""
+    lines = [
+        f"- {obj.name} (not published): {table}: {check} failed: {found}"
+        for obj in blocked
+        for table, check, found in obj.failed
+    ]
+    return (
+        f"{len(blocked)} Invoiced object(s) failed a blocking check and were not published; all"
+        " their tables keep their last good copy and their cursors stay where they were, while"
+        " every other object was published:\n"
+        + "\n".join(lines)
+        + f"\nWhat was read is kept in {staging} for inspection until the next run. If a drop"
+        " is real (a mass deletion in Invoiced), accept it for one run with the run config"
+        ' {"ops": {"invoiced_tables": {"config": {"accept_row_drop": ["<object or table>"]}}}}'
+        " (the launchpad, or `dg launch --config-json`), or lower INVOICED_MIN_ROW_RATIO for"
+        " good. Duplicate or missing keys and unresolved parents are never accepted: they mean"
+        " the read was wrong."
+    )
+
+
+def failure(
+    failures: list[Extraction], blocked: Sequence[BlockedObject], staging: str
+) -> dg.Failure | None:
+    """The run's failure (None when every object was read and published)."""
+    if not blocked:
+        return failure_for(failures) if failures else None
+    description = blocked_message(blocked, staging)
+    allow_retries = False
+    if failures:
+        read_failure = failure_for(failures)
+        description = f"{read_failure.description}\n\n{description}"
+    return dg.Failure(description=description, allow_retries=allow_retries)

@@ -1,0 +1,102 @@
+"""Staging one object's read: its tables, and for an incremental run how each merges.
+
+A full read replaces each table whole. An incremental read stages only what changed and says
+which published rows give way (`destinations.protocol.Merge`), with the key sets they are
+deleted by:
+- an object table and its child tables: the rows of every record changed or deleted since the
+  last load (a changed invoice's line items are replaced with it);
+- a per-customer listing (contacts, payment sources): the rows of every customer whose listing
+  was read again, or who was deleted, and the rows deleted on their own;
+- an append-only table (events): nothing; the staged rows after the newest id held are added.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.destinations.protocol import (
+    Destination,
+    Merge,
+    RowDeletion,
+    StagedObject,
+    StagedTable,
+)
+from invoiced_assets.extraction import Extraction
+from invoiced_assets.incremental import Deletions
+from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.sync.outputs import markdown_preview
+
+
+@dataclass(frozen=True)
+class StagedRead:
+    """One object's read, staged: every table (a selected child's parent too), and previews."""
+
+    extraction: Extraction
+    tables: Mapping[str, StagedTable]
+    previews: Mapping[str, str]
+    changed: int = 0
+    deleted: int = 0
+
+    def for_publishing(self, selected: Mapping[str, Any]) -> StagedObject:
+        """What the IO manager publishes: the selected tables only."""
+        tables = {name: t for name, t in self.tables.items() if name in selected}
+        return StagedObject(self.extraction.obj.name, tables)
+
+
+def merges_for(
+    extraction: Extraction, deletions: Deletions | None
+) -> tuple[dict[str, Merge | None], dict[str, list[Any]]]:
+    """How each of the extraction's tables merges, and the key sets the merges delete by."""
+    obj, names = extraction.obj, list(extraction.tables or {})
+    if not extraction.plan.incremental:
+        return dict.fromkeys(names), {}
+    if obj.append_only:
+        return dict.fromkeys(names, Merge(append_after=obj.primary_key)), {}
+    assert deletions is not None
+    deleted = deletions.for_object(obj)
+    if obj.per_customer:
+        assert extraction.customers_read is not None
+        customers, gone = f"{obj.name}_customers", f"{obj.name}_deleted"
+        read_again = extraction.customers_read.ids | deletions.for_object(CUSTOMERS)
+        merge = Merge((RowDeletion("customer", customers), RowDeletion(obj.primary_key, gone)))
+        return dict.fromkeys(names, merge), {
+            customers: sorted(read_again, key=str),
+            gone: sorted(deleted, key=str),
+        }
+    replaced = f"{obj.name}_replaced"
+    merges: dict[str, Merge | None] = {}
+    for child in obj.children:
+        merges[child.name] = Merge((RowDeletion(child.parent_key_column, replaced),))
+    merges[obj.name] = Merge((RowDeletion(obj.primary_key, replaced),))
+    changed = extraction.ids or set()
+    return {n: merges[n] for n in names}, {replaced: sorted(changed | deleted, key=str)}
+
+
+def staged_table(shaped: ShapedTable, merge: Merge | None = None) -> StagedTable:
+    """What the destination holds once `shaped` is staged."""
+    return StagedTable(
+        shaped.name,
+        shaped.key,
+        tuple(shaped.columns),
+        shaped.row_count,
+        merge,
+        dict(shaped.widened),
+    )
+
+
+def stage_read(
+    destination: Destination, extraction: Extraction, deletions: Deletions | None
+) -> StagedRead:
+    """Stage an extraction's tables in the destination; their batch files are freed after."""
+    shaped_tables = extraction.tables or {}
+    merges, key_sets = merges_for(extraction, deletions)
+    previews = {name: markdown_preview(shaped) for name, shaped in shaped_tables.items()}
+    destination.stage(list(shaped_tables.items()), key_sets)
+    staged = {name: staged_table(shaped, merges[name]) for name, shaped in shaped_tables.items()}
+    for shaped in shaped_tables.values():
+        shaped.data.release()  # staged: its batch files are not needed any more
+    deleted = (
+        deletions.for_object(extraction.obj) if deletions and extraction.plan.incremental else set()
+    )
+    return StagedRead(extraction, staged, previews, len(extraction.ids or ()), len(deleted))

@@ -1,0 +1,254 @@
+"""One sync step: plan, read, stage, audit, and hand each audited object to the IO manager.
+
+`SyncStep.run()` is the body of the `invoiced_tables` multi-asset. For each object, as soon as
+its listing is complete:
+1. its tables are staged in the destination (`staging`), never written into the published ones;
+2. every check is computed there in SQL (`audit`): on the staged tables for a full load, on the
+   merge's result for an incremental run;
+3. if no blocking check failed, an `Output` per selected table goes to the IO manager, which
+   publishes all of the object's tables in one transaction (`destinations.publication`), then
+   the check results follow. If one failed, nothing of the object is published: only the check
+   results are reported, no materialization is recorded (the cursors stay), and the run fails
+   at the end naming the check, the table and the figure, once every other object is published.
+
+Checks selected without their table (the UI's "Execute" on a check) audit the published table.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+
+from invoiced_assets import checks
+from invoiced_assets.api_errors import InvoicedError
+from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.destinations.protocol import Destination
+from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
+from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
+from invoiced_assets.extraction_process import ExtractionProcessError, extract_in_child_process
+from invoiced_assets.incremental import Deletions, newest_event_id, now, read_deletions
+from invoiced_assets.invoiced_api import InvoicedClient
+from invoiced_assets.process_tuning import tuned_for_sync
+from invoiced_assets.sync.audit import Auditor, Evaluation
+from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
+from invoiced_assets.sync.outputs import (
+    KEEP_LAST_GOOD,
+    TRANSIENT_ERRORS,
+    BlockedObject,
+    failure,
+)
+from invoiced_assets.sync.planning import ReadPlanner, table_histories
+from invoiced_assets.sync.staging import StagedRead, stage_read
+from invoiced_assets.table_data import BatchDirectory
+
+Event = dg.Output | dg.AssetCheckResult
+
+
+class SyncStep:
+    """One run of the multi-asset over `tables` (every `TableAsset` of it, by name)."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        client: InvoicedClient,
+        destination: Destination,
+        tables: Mapping[str, Any],
+        options: SyncOptions,
+        run_config: SyncRunConfig,
+    ) -> None:
+        self.context = context
+        self.client = client
+        self.destination = destination
+        self.all_tables = tables
+        by_key = {t.key: t for t in tables.values()}
+        self.tables = {by_key[k].table: by_key[k] for k in context.selected_asset_keys}
+        self.selected_checks = {
+            (by_key[c.asset_key].table, c.name) for c in context.selected_asset_check_keys
+        }
+        keys = {t.table: t.key for t in tables.values()}
+        wanted = set(self.tables) | {table for table, _ in self.selected_checks}
+        self.history = table_histories(context.instance, {n: keys[n] for n in wanted})
+        self.now = now()
+        self.auditor = Auditor(
+            destination,
+            tables,
+            self.history,
+            options.min_row_ratio,
+            frozenset(run_config.accept_row_drop),
+        )
+        self.planner = ReadPlanner(self.tables, self.history, destination, options, self.now)
+        self.options = options
+        self.failures: list[Extraction] = []
+        self.blocked: list[BlockedObject] = []
+
+    def run(self) -> Iterator[Event]:
+        # One session for everything the step does in the warehouse (the publishes included).
+        with self.destination.held_session():
+            if self.tables:
+                # Long tables wait in batch files until staged (see `table_data`).
+                with tuned_for_sync(), BatchDirectory() as batches:
+                    yield from self._sync(batches)
+            yield from self._checks_on_their_own()
+        error = failure(self.failures, self.blocked, self.destination.staging_location)
+        if error is not None:
+            raise error
+
+    def _result(self, evaluation: Evaluation) -> dg.AssetCheckResult:
+        key = self.all_tables[evaluation.table].key
+        return checks.check_result(key, evaluation.check, evaluation.outcome)
+
+    def _selected(self, evaluations: list[Evaluation]) -> Iterator[dg.AssetCheckResult]:
+        for evaluation in evaluations:
+            if (evaluation.table, evaluation.check) in self.selected_checks:
+                yield self._result(evaluation)
+
+    def _sync(self, batches: BatchDirectory) -> Iterator[Event]:
+        self.destination.clear_staging()
+        plans = self.planner.plans()
+        self.context.log.info(
+            f"Reading {len(plans)} Invoiced listings from {self.client.settings.base_url}: "
+            + ", ".join(
+                f"{p.obj.name} ({'changes' if p.incremental else 'all'})"
+                for p in sorted(plans, key=lambda p: p.obj.name)
+            )
+        )
+        deletions, event_cursor, plans = self._read_events(plans)
+        customers_pending = CUSTOMERS.name in self.tables
+        waiting_for_customers: list[str] = []
+        try:
+            for extraction in self._extractions(plans, batches):
+                if extraction.error is not None:
+                    self.context.log.error(
+                        f"{extraction.obj.name}: {extraction.error} Its tables keep their last"
+                        " good copy."
+                    )
+                    self.failures.append(extraction)
+                elif extraction.tables:
+                    read = stage_read(self.destination, extraction, deletions)
+                    yield from self._audit_and_release(read, event_cursor)
+                    waiting_for_customers += [
+                        name
+                        for name in read.tables
+                        if (name, checks.CUSTOMER_REFERENCES) in self.selected_checks
+                    ]
+                customers_pending &= extraction.obj is not CUSTOMERS
+                if not customers_pending:
+                    for name in waiting_for_customers:
+                        yield self._result(self.auditor.customer_references(name))
+                    waiting_for_customers = []
+        except ExtractionProcessError as exc:
+            raise dg.Failure(
+                description=f"{exc}\n{KEEP_LAST_GOOD}", allow_retries=exc.transient
+            ) from None
+        for name in waiting_for_customers:  # the customers could not be read in this run
+            yield self._result(self.auditor.customer_references(name))
+
+    def _read_events(self, plans: list[ReadPlan]) -> tuple[Deletions | None, int, list[ReadPlan]]:
+        """Deletions after the tables' cursors, and the event cursor for the next load."""
+        incremental_plans = [p for p in plans if p.incremental]
+        try:
+            if not incremental_plans:
+                return None, newest_event_id(self.client), plans
+            since = min(
+                self.history[name].state.cursor_event_id or 0
+                for plan in incremental_plans
+                for name in plan.tables
+                if name in self.history
+            )
+            deletions = read_deletions(self.client, since)
+        except InvoicedError as exc:
+            raise dg.Failure(
+                description=f"Reading /events failed: {exc} No table was changed.",
+                allow_retries=isinstance(exc, TRANSIENT_ERRORS),
+            ) from None
+        plans = [
+            ReadPlan(
+                p.obj, p.tables, p.updated_after, p.after_id,
+                frozenset(deletions.customers_touched(p.obj)),
+            )
+            if p.obj.per_customer and p.updated_after is not None else p
+            for p in plans
+        ]  # fmt: skip
+        return deletions, deletions.newest_event_id, plans
+
+    def _extractions(self, plans: list[ReadPlan], batches: BatchDirectory) -> Iterator[Extraction]:
+        """Each object's extraction as it completes: from a child process, or from threads."""
+        log = self.context.log.info
+        if self.options.extraction_process:
+            return extract_in_child_process(self.client, plans, batches=batches, log=log)
+        return extract_concurrently(self.client, plans, batches=batches, log=log)
+
+    def _audit_and_release(self, read: StagedRead, event_cursor: int) -> Iterator[Event]:
+        """Audit a staged object; publish it through the IO manager only if nothing blocks."""
+        extraction = read.extraction
+        if extraction.plan.incremental and not extraction.obj.append_only:
+            self.context.log.info(
+                f"{extraction.obj.name}: {read.changed} changed and {read.deleted} deleted since"
+                " the last load"
+            )
+        names = [name for name in read.tables if name in self.tables]
+        evaluations = self.auditor.audit(read, names)
+        blocking = [e for e in evaluations if e.blocks]
+        if blocking:
+            found = [(e.table, e.check, _figures(e)) for e in blocking]
+            self.blocked.append(BlockedObject(extraction.obj.name, found))
+            self.context.log.error(
+                f"{extraction.obj.name} is not published: "
+                + "; ".join(
+                    f"{table}: {check} failed ({figures})" for table, check, figures in found
+                )
+            )
+            yield from self._selected(evaluations)
+            return
+        release = ObjectRelease(read.for_publishing(self.tables))
+        for name in names:
+            yield self._output(read, name, release, event_cursor)
+            self.auditor.published(name)
+        yield from self._selected(evaluations)
+
+    def _output(
+        self, read: StagedRead, name: str, release: ObjectRelease, event_cursor: int
+    ) -> dg.Output:
+        extraction, table = read.extraction, self.tables[name]
+        state = self.history[name].state
+        next_state = state.next_metadata(
+            full=not extraction.plan.incremental,
+            newest_updated_at=extraction.max_updated_at,
+            # An append-only table continues after the newest event it holds.
+            event_id=max(extraction.max_id or 0, state.cursor_event_id or 0)
+            if extraction.obj.append_only
+            else event_cursor,
+            now=self.now,
+        )
+        return dg.Output(
+            TableRelease(release, name),
+            output_name=self.context.assets_def.get_output_name_for_asset_key(table.key),
+            metadata={
+                "invoiced_object": extraction.obj.name,
+                **extraction.stats.as_metadata(),
+                **{k: v for k, v in next_state.items() if v is not None},
+                "preview": dg.MetadataValue.md(read.previews[name]),
+            },
+        )
+
+    def _checks_on_their_own(self) -> Iterator[dg.AssetCheckResult]:
+        """Checks selected without their table: evaluated on the published table."""
+        for name, check in sorted(self.selected_checks):
+            if name in self.tables:
+                continue
+            obj = self.all_tables[name].obj
+
+            def count_now(obj: Any = obj) -> int | None:
+                counts = [
+                    self.client.object_listing(obj.name, params=variant).count_now()
+                    for variant in obj.list_variants
+                ]
+                return None if None in counts else sum(c for c in counts if c is not None)
+
+            yield self._result(self.auditor.on_published_tables(name, check, count_now))
+
+
+def _figures(evaluation: Evaluation) -> str:
+    """The figures of a failed check, as one line."""
+    shown = {k: v for k, v in evaluation.outcome.metadata.items() if k not in ("allowance",)}
+    return ", ".join(f"{k} {v}" for k, v in shown.items())

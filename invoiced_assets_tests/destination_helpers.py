@@ -1,0 +1,41 @@
+"""Publish shaped tables through a destination's real IO manager, as the sync step does, with no
+API in the way: stage them, then yield one `TableRelease` output per table."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from invoiced_assets.destinations.protocol import Merge, StagedObject
+from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
+from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.sync.staging import staged_table
+
+
+def publish(
+    manager: Any,
+    tables: Mapping[str, ShapedTable],
+    merges: Mapping[str, Merge | None] | None = None,
+    key_sets: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    observe: Any = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """Stage `tables` and publish them together (merged by `merges`, when given)."""
+    specs = [dg.AssetSpec(["invoiced", name]).with_io_manager_key("io_manager") for name in tables]
+
+    @dg.multi_asset(specs=specs, required_resource_keys={"io_manager"})
+    def load(context: dg.AssetExecutionContext) -> Any:
+        destination = context.resources.io_manager
+        with destination.held_session():
+            destination.clear_staging()
+            destination.stage(list(tables.items()), key_sets or {})
+            staged = {
+                name: staged_table(shaped, (merges or {}).get(name))
+                for name, shaped in tables.items()
+            }
+            release = ObjectRelease(StagedObject("test", staged), observe)
+            for name in tables:
+                yield dg.Output(TableRelease(release, name), output_name=f"invoiced__{name}")
+
+    return dg.materialize([load], resources={"io_manager": manager}, raise_on_error=raise_on_error)
