@@ -55,20 +55,37 @@ def run_once() -> None:
     instance = dg.DagsterInstance.get()  # SQLite under DAGSTER_HOME, as `dagster dev` keeps it
     startup = time.perf_counter() - started
     started = time.perf_counter()
-    result = job.execute_in_process(raise_on_error=False, instance=instance)
+    if os.environ.get("BENCHMARK_PROFILE"):  # where the run's own process spends its time
+        import cProfile
+
+        profile = cProfile.Profile()
+        result = profile.runcall(job.execute_in_process, raise_on_error=False, instance=instance)
+        profile.dump_stats(os.environ["BENCHMARK_PROFILE"])
+    else:
+        result = job.execute_in_process(raise_on_error=False, instance=instance)
     wall = time.perf_counter() - started
     materializations = result.asset_materializations_for_node("invoiced_tables")
     written = sum(
         m.metadata["invoiced/rows_deleted"].value + m.metadata["invoiced/rows_inserted"].value
         for m in materializations
     )
-    peak = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-    )
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # The step's own duration (Dagster's run set-up and the events after the step excluded).
+    (step,) = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"] or [None]
+    step_seconds = step.event_specific_data.duration_ms / 1000 if step else float("nan")
+    by_table = {
+        m.asset_key.path[-1]: [
+            m.metadata["invoiced/sync_kind"].value,
+            m.metadata["invoiced/rows_deleted"].value,
+            m.metadata["invoiced/rows_inserted"].value,
+        ]
+        for m in materializations
+    }
     print(json.dumps({
         "success": result.success, "wall": wall, "startup": startup, "written": written,
-        "peak_rss_mb": peak / 1024, "tables": len(materializations),
+        "peak_rss_mb": max(own, child), "rss_job": own, "rss_child": child,
+        "step": step_seconds, "tables": by_table,
     }))  # fmt: skip
 
 
@@ -90,8 +107,7 @@ def rows_changed(before: Path, after: Path) -> int:
             old, new = f"before_run.invoiced.{table}", f"invoiced.{table}"
             for left, right in ((old, new), (new, old)):
                 total += connection.execute(
-                    f"select count(*) from (select * from {left} except all"
-                    f" select * from {right})"
+                    f"select count(*) from (select * from {left} except all select * from {right})"
                 ).fetchall()[0][0]
     return total
 
@@ -140,11 +156,19 @@ def main() -> int:
         print(
             f"  {name:<12} success {run['success']}, wall {run['wall']:6.2f} s (start-up"
             f" {run['startup']:.2f} s apart), API requests {run['requests']:6d}, rows written"
-            f" {run['written']:8,d}, peak RSS {run['peak_rss_mb']:5.0f} MB"
+            f" {run['written']:8,d}, peak RSS {run['peak_rss_mb']:5.0f} MB (job {run['rss_job']:.0f},"
+            f" extraction process {run['rss_child']:.0f}); of the wall, the step {run['step']:.2f} s"
         )
     full, incremental = runs["full"], runs["incremental"]
-    print(f"  requests ratio     {incremental['requests'] / full['requests']:.1%} of the full load's")
+    if os.environ.get("BENCHMARK_TABLES"):
+        print("  incremental run, table: kind, rows deleted, rows inserted")
+        for table, figures in sorted(incremental["tables"].items()):
+            print(f"    {table:<28} {figures}")
+    print(
+        f"  requests ratio     {incremental['requests'] / full['requests']:.1%} of the full load's"
+    )
     print(f"  wall ratio         {incremental['wall'] / full['wall']:.1%} of the full load's")
+    print(f"  step ratio         {incremental['step'] / full['step']:.1%} of the full load's")
     print(
         f"  rows changed       {changed:,} (EXCEPT ALL both ways); written by the incremental run"
         f" {incremental['written']:,}: {incremental['written'] / max(1, changed):.2f}x"

@@ -15,6 +15,7 @@ survives restarts, and a failed load, which records no materialization, leaves i
   could have missed; a table without state (a new or emptied destination) is loaded in full.
 """
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,3 +132,28 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
 
 def now() -> float:
     return time.time()
+
+
+def events_for_plans(
+    client: InvoicedClient, plans: list[Any], cursor_event_ids: Mapping[str, int | None]
+) -> tuple[Deletions | None, int, list[Any]]:
+    """What `/events` says for a run's `ReadPlan`s: the deletions after the tables' cursors (None
+    when nothing is read incrementally), the event cursor for the next load, and the plans with
+    the customers whose per-customer listings changed."""
+    incremental_plans = [p for p in plans if p.incremental]
+    if not incremental_plans:
+        return None, newest_event_id(client), plans
+    since = min(
+        cursor_event_ids.get(name) or 0
+        for plan in incremental_plans
+        for name in plan.tables
+        if name in cursor_event_ids
+    )
+    deletions = read_deletions(client, since)
+    plans = [
+        dataclasses.replace(p, also_customers=frozenset(deletions.customers_touched(p.obj)))
+        if p.obj.per_customer and p.updated_after is not None
+        else p
+        for p in plans
+    ]
+    return deletions, deletions.newest_event_id, plans

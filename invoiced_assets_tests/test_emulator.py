@@ -563,18 +563,21 @@ NEW_LISTINGS = (*CATALOG, "notes", "tasks", "contacts", "payment_sources")
 
 def test_original_listings_keep_their_bytes() -> None:
     """The new listings draw from their own random streams: the original seven listings and
-    their creation events are byte for byte what they were before the new listings existed."""
+    their creation events are byte for byte what they were before the new listings existed,
+    but for one deliberate change (2026-12-01): an `updated_at` drawn past the account's end
+    date is folded back into the record's life instead of clipped to that date, which had put
+    5 % of every listing in its last second. Every other value is as before."""
     account = Dataset(scale=0.2, seed=1)
     customers = hashlib.sha256(account.records_bytes("customers")).hexdigest()
-    assert customers == "23684239fa23d683f43b277ac363e371be77ea2e3f7201a75903fb4db78a0fc6"
+    assert customers == "a80bd9e3f137ebda71fc0015e7f517b9c92eee3e16f5d7fd1cc5dae09dcb77eb"
     seven = hashlib.sha256()
     for listing in LISTINGS[:7]:
         seven.update(account.records_bytes(listing))
-    assert seven.hexdigest() == "dd1fb72014902873e703a7f0f589ea8226f049f922f81e307b742bea26af8c0c"
+    assert seven.hexdigest() == "f73ef76225a6caa77eed3a36d249e8f4e38c1027af81ad77dcbd9120de04fc70"
     events = account.records("events")
     original = json.dumps(events[:2200], sort_keys=True).encode()
     assert hashlib.sha256(original).hexdigest() == (
-        "22026dd3026124110063aa2519bd0d94f785d173a05262a32b6596e16c802f8f"
+        "57e8e72ffbf68feefb34825bbcab4a0c3e8c6b1d53cafadfdaff49280bd4664f"
     )
     # The new objects' creation events follow, in time order among themselves.
     appended = events[2200:]
@@ -853,3 +856,15 @@ def test_new_listings_are_deterministic() -> None:
     assert Dataset(scale=0.05, seed=8).records_bytes("contacts") != Dataset(
         scale=0.05, seed=7
     ).records_bytes("contacts")
+
+
+def test_updates_are_spread_over_the_account_not_piled_on_its_last_second() -> None:
+    """A real account's last second holds a handful of records: an incremental read's
+    one-second overlap re-reads those. Clipped dates once put 5 % of each listing there."""
+    account = Dataset(scale=1, seed=7)
+    for listing in ("customers", "invoices", "payments"):
+        stamps = [record["updated_at"] for record in account.records(listing)]
+        newest = max(stamps)
+        assert sum(1 for stamp in stamps if stamp >= newest - 1) <= 3, listing
+        created = {r["id"]: r["created_at"] for r in account.records(listing)}
+        assert all(created[r["id"]] <= r["updated_at"] for r in account.records(listing)), listing

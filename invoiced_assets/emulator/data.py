@@ -604,7 +604,13 @@ class Gen:
         """An updated_at at or after `created`: half the records never changed."""
         if self.chance(0.5):
             return created
-        return min(END_TS, created + self.rng.randint(60, 200 * DAY))
+        updated = created + self.rng.randint(60, 200 * DAY)
+        if updated <= END_TS:
+            return updated
+        # Past the account's end: folded back into [created, END_TS] (clipping them all to
+        # END_TS put 5 % of every listing in its last second, unlike any real account, and an
+        # incremental read's one-second overlap then re-read all of them).
+        return created + (updated - created) % (END_TS - created + 1)
 
     def customer_for(self, created: int | None) -> int:
         """A customer that existed at `created` (any existing customer during mutations)."""

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoiced_assets import checks
-from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.destinations import audit as sql_audit
 from invoiced_assets.destinations.protocol import Destination, SqlSession
 from invoiced_assets.destinations.sql import relation as merged_relation
+from invoiced_assets.invoiced_api import InvoicedClient
 from invoiced_assets.sync.planning import TableHistory
 from invoiced_assets.sync.staging import StagedRead
 
@@ -46,8 +47,9 @@ def _exists(session: SqlSession, destination: Destination, table: str) -> bool:
     return bool(destination.published_columns(session, table))
 
 
-class Auditor:
-    """Evaluates the checks of one run (`tables`: every `TableAsset` of the asset, by name)."""
+class TableChecks:
+    """Each check's figures for one table, over its rows as this run has them: staged (or
+    merged) while its object is not published, else the published table."""
 
     def __init__(
         self,
@@ -68,58 +70,14 @@ class Auditor:
     def relation(self, table: str) -> Relation:
         return self.staged.get(table) or published_relation(self.destination, table)
 
-    def audit(self, read: StagedRead, names: Sequence[str]) -> list[Evaluation]:
-        """Every check (but customer references) of the tables `names` of a staged read."""
-        extraction = read.extraction
-        with self.destination.session() as session:
-            dialect = self.destination.dialect
-            for name, staged in read.tables.items():
-                columns = self.destination.published_columns(session, name)
-                self.staged[name] = lambda cols, t=staged, c=columns, d=dialect: merged_relation(
-                    d, t, c, cols
-                )
-            evaluations = []
-            for name in names:
-                table = self.tables[name]
-                key_check = self._primary_key(session, name)
-                evaluations.append(key_check)
-                rows = int(key_check.outcome.metadata["rows"])
-                published = None
-                if _exists(session, self.destination, name):
-                    published = sql_audit.row_count(
-                        session, published_relation(self.destination, name)(table.primary_key)
-                    )
-                evaluations.append(self._collapse(name, rows, published))
-                if table.child is not None:
-                    evaluations.append(self._parent_references(session, name))
-                    continue
-                stats = extraction.stats
-                if table.obj.per_customer:
-                    # Its X-Total-Count sums the listings read: count the rows staged from them.
-                    staged_rows = read.tables[name].rows
-                    outcome = checks.check_row_count(staged_rows, stats.total_count, None)
-                elif extraction.plan.incremental:
-                    # An incremental read's own X-Total-Count counts only the changes.
-                    outcome = checks.check_row_count(rows, None, stats.total_count_after)
-                else:
-                    outcome = checks.check_row_count(
-                        rows, stats.total_count, stats.total_count_after
-                    )
-                evaluations.append(Evaluation(name, checks.ROW_COUNT, outcome))
-        return evaluations
-
-    def published(self, name: str) -> None:
-        """The table's staged rows are now its published ones."""
-        self.staged.pop(name, None)
-
-    def _primary_key(self, session: SqlSession, name: str) -> Evaluation:
+    def primary_key(self, session: SqlSession, name: str) -> Evaluation:
         key = self.tables[name].primary_key
         outcome = sql_audit.primary_key(
             session, self.destination.dialect, self.relation(name)(key), key
         )
         return Evaluation(name, checks.PRIMARY_KEY, outcome)
 
-    def _collapse(self, name: str, rows: int, previous: int | None) -> Evaluation:
+    def collapse(self, name: str, rows: int, previous: int | None) -> Evaluation:
         outcome = checks.check_collapse(rows, previous, self.min_row_ratio)
         table = self.tables[name]
         if not outcome.passed and {name, table.obj.name} & self.accepted_drops:
@@ -127,7 +85,7 @@ class Auditor:
             outcome = checks.CheckOutcome(True, {**outcome.metadata, "accepted": note})
         return Evaluation(name, checks.COLLAPSE, outcome)
 
-    def _parent_references(self, session: SqlSession, name: str) -> Evaluation:
+    def parent_references(self, session: SqlSession, name: str) -> Evaluation:
         table = self.tables[name]
         assert table.child is not None
         column, key = table.child.parent_key_column, table.obj.primary_key
@@ -164,6 +122,54 @@ class Auditor:
                 )
         return Evaluation(name, checks.CUSTOMER_REFERENCES, outcome)
 
+
+class Auditor(TableChecks):
+    """Which checks a run evaluates, and when (`tables`: every `TableAsset`, by name)."""
+
+    def audit(self, read: StagedRead, names: Sequence[str]) -> list[Evaluation]:
+        """Every check (but customer references) of the tables `names` of a staged read."""
+        extraction = read.extraction
+        with self.destination.session() as session:
+            dialect = self.destination.dialect
+            for name, staged in read.tables.items():
+                columns = self.destination.published_columns(session, name)
+                self.staged[name] = lambda cols, t=staged, c=columns, d=dialect: merged_relation(
+                    d, t, c, cols
+                )
+            evaluations = []
+            for name in names:
+                table = self.tables[name]
+                key_check = self.primary_key(session, name)
+                evaluations.append(key_check)
+                rows = int(key_check.outcome.metadata["rows"])
+                published = None
+                if _exists(session, self.destination, name):
+                    published = sql_audit.row_count(
+                        session, published_relation(self.destination, name)(table.primary_key)
+                    )
+                evaluations.append(self.collapse(name, rows, published))
+                if table.child is not None:
+                    evaluations.append(self.parent_references(session, name))
+                    continue
+                stats = extraction.stats
+                if table.obj.per_customer:
+                    # Its X-Total-Count sums the listings read: count the rows staged from them.
+                    staged_rows = read.tables[name].rows
+                    outcome = checks.check_row_count(staged_rows, stats.total_count, None)
+                elif extraction.plan.incremental:
+                    # An incremental read's own X-Total-Count counts only the changes.
+                    outcome = checks.check_row_count(rows, None, stats.total_count_after)
+                else:
+                    outcome = checks.check_row_count(
+                        rows, stats.total_count, stats.total_count_after
+                    )
+                evaluations.append(Evaluation(name, checks.ROW_COUNT, outcome))
+        return evaluations
+
+    def published(self, name: str) -> None:
+        """The table's staged rows are now its published ones."""
+        self.staged.pop(name, None)
+
     def on_published_tables(
         self, name: str, check: str, count_now: Callable[[], int | None]
     ) -> Evaluation:
@@ -180,14 +186,14 @@ class Auditor:
                 return Evaluation(name, check, checks.CheckOutcome(False, {"reason": reason}))
             rows = sql_audit.row_count(session, self.relation(name)(table.primary_key))
             if check == checks.PRIMARY_KEY:
-                return self._primary_key(session, name)
+                return self.primary_key(session, name)
             if check == checks.PARENT_REFERENCES:
-                return self._parent_references(session, name)
+                return self.parent_references(session, name)
         if check == checks.CUSTOMER_REFERENCES:
             return self.customer_references(name)
         history = self.history[name]
         if check == checks.COLLAPSE:
-            return self._collapse(name, rows, history.rows)
+            return self.collapse(name, rows, history.rows)
         if table.obj.per_customer:
             outcome = checks.check_row_count(rows, history.api_total_count, None)
             note = "X-Total-Count summed over every customer's listing at the last load"
@@ -198,3 +204,11 @@ class Auditor:
             )
         total = count_now()
         return Evaluation(name, check, checks.check_row_count(rows, total, total))
+
+
+def count_now(client: InvoicedClient, obj: InvoicedObject) -> int | None:
+    """The object's X-Total-Count now: one one-record request per listing variant."""
+    counts = [
+        client.object_listing(obj.name, params=variant).count_now() for variant in obj.list_variants
+    ]
+    return None if None in counts else sum(c for c in counts if c is not None)

@@ -14,6 +14,7 @@ from invoiced_assets.api_errors import (
     InvoicedRateLimitError,
 )
 from invoiced_assets.extraction import Extraction
+from invoiced_assets.incremental import SyncState
 from invoiced_assets.shaping import ShapedTable
 
 PREVIEW_ROWS = 5
@@ -96,3 +97,25 @@ def failure(
         read_failure = failure_for(failures)
         description = f"{read_failure.description}\n\n{description}"
     return dg.Failure(description=description, allow_retries=allow_retries)
+
+
+def output_metadata(
+    read: Any, name: str, state: SyncState, event_cursor: int, now: float
+) -> dict[str, Any]:
+    """A table output's metadata: the read's cost, the cursors for the next run, a preview."""
+    extraction = read.extraction
+    next_state = state.next_metadata(
+        full=not extraction.plan.incremental,
+        newest_updated_at=extraction.max_updated_at,
+        # An append-only table continues after the newest event it holds.
+        event_id=max(extraction.max_id or 0, state.cursor_event_id or 0)
+        if extraction.obj.append_only
+        else event_cursor,
+        now=now,
+    )
+    return {
+        "invoiced_object": extraction.obj.name,
+        **extraction.stats.as_metadata(),
+        **{k: v for k, v in next_state.items() if v is not None},
+        "preview": dg.MetadataValue.md(read.previews[name]),
+    }

@@ -26,16 +26,17 @@ from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
 from invoiced_assets.extraction_process import ExtractionProcessError, extract_in_child_process
-from invoiced_assets.incremental import Deletions, newest_event_id, now, read_deletions
+from invoiced_assets.incremental import Deletions, events_for_plans, now
 from invoiced_assets.invoiced_api import InvoicedClient
 from invoiced_assets.process_tuning import tuned_for_sync
-from invoiced_assets.sync.audit import Auditor, Evaluation
+from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
 from invoiced_assets.sync.outputs import (
     KEEP_LAST_GOOD,
     TRANSIENT_ERRORS,
     BlockedObject,
     failure,
+    output_metadata,
 )
 from invoiced_assets.sync.planning import ReadPlanner, table_histories
 from invoiced_assets.sync.staging import StagedRead, stage_read
@@ -144,32 +145,14 @@ class SyncStep:
             yield self._result(self.auditor.customer_references(name))
 
     def _read_events(self, plans: list[ReadPlan]) -> tuple[Deletions | None, int, list[ReadPlan]]:
-        """Deletions after the tables' cursors, and the event cursor for the next load."""
-        incremental_plans = [p for p in plans if p.incremental]
+        cursors = {name: h.state.cursor_event_id for name, h in self.history.items()}
         try:
-            if not incremental_plans:
-                return None, newest_event_id(self.client), plans
-            since = min(
-                self.history[name].state.cursor_event_id or 0
-                for plan in incremental_plans
-                for name in plan.tables
-                if name in self.history
-            )
-            deletions = read_deletions(self.client, since)
+            return events_for_plans(self.client, plans, cursors)
         except InvoicedError as exc:
             raise dg.Failure(
                 description=f"Reading /events failed: {exc} No table was changed.",
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
-        plans = [
-            ReadPlan(
-                p.obj, p.tables, p.updated_after, p.after_id,
-                frozenset(deletions.customers_touched(p.obj)),
-            )
-            if p.obj.per_customer and p.updated_after is not None else p
-            for p in plans
-        ]  # fmt: skip
-        return deletions, deletions.newest_event_id, plans
 
     def _extractions(self, plans: list[ReadPlan], batches: BatchDirectory) -> Iterator[Extraction]:
         """Each object's extraction as it completes: from a child process, or from threads."""
@@ -209,43 +192,23 @@ class SyncStep:
     def _output(
         self, read: StagedRead, name: str, release: ObjectRelease, event_cursor: int
     ) -> dg.Output:
-        extraction, table = read.extraction, self.tables[name]
+        table = self.tables[name]
         state = self.history[name].state
-        next_state = state.next_metadata(
-            full=not extraction.plan.incremental,
-            newest_updated_at=extraction.max_updated_at,
-            # An append-only table continues after the newest event it holds.
-            event_id=max(extraction.max_id or 0, state.cursor_event_id or 0)
-            if extraction.obj.append_only
-            else event_cursor,
-            now=self.now,
-        )
         return dg.Output(
             TableRelease(release, name),
             output_name=self.context.assets_def.get_output_name_for_asset_key(table.key),
-            metadata={
-                "invoiced_object": extraction.obj.name,
-                **extraction.stats.as_metadata(),
-                **{k: v for k, v in next_state.items() if v is not None},
-                "preview": dg.MetadataValue.md(read.previews[name]),
-            },
+            metadata=output_metadata(read, name, state, event_cursor, self.now),
         )
 
     def _checks_on_their_own(self) -> Iterator[dg.AssetCheckResult]:
         """Checks selected without their table: evaluated on the published table."""
         for name, check in sorted(self.selected_checks):
-            if name in self.tables:
-                continue
-            obj = self.all_tables[name].obj
-
-            def count_now(obj: Any = obj) -> int | None:
-                counts = [
-                    self.client.object_listing(obj.name, params=variant).count_now()
-                    for variant in obj.list_variants
-                ]
-                return None if None in counts else sum(c for c in counts if c is not None)
-
-            yield self._result(self.auditor.on_published_tables(name, check, count_now))
+            if name not in self.tables:
+                obj = self.all_tables[name].obj
+                evaluation = self.auditor.on_published_tables(
+                    name, check, lambda obj=obj: count_now(self.client, obj)
+                )
+                yield self._result(evaluation)
 
 
 def _figures(evaluation: Evaluation) -> str:
