@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import dagster as dg
 import pytest
 
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
@@ -44,6 +45,15 @@ def fresh_emulator() -> Iterator[EmulatorServer]:
     """A small account of the test's own, free to mutate and to inject faults into."""
     with EmulatorServer(scale=0.2, seed=11, api_key=API_KEY, faults=FaultConfig()) as server:
         yield server
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of the test's own (SQLite in its temporary folder): cursors and row
+    counts survive from one run to the next."""
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        yield instance
 
 
 @pytest.fixture(autouse=True)

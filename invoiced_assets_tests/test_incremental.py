@@ -33,13 +33,6 @@ def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulato
         yield server
 
 
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        yield instance
-
-
 def sync_kinds(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     return {
         m.asset_key.path[-1]: m.metadata[SYNC_KIND].value

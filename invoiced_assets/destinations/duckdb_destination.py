@@ -25,7 +25,6 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.destinations.protocol import StagedObject
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
 from invoiced_assets.shaping import ShapedTable
@@ -203,11 +202,6 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
                     f"CREATE OR REPLACE TABLE {dialect.key_set(name)} AS SELECT * FROM __invoiced_keys"
                 )
                 connection.unregister("__invoiced_keys")
-
-    def drop_staged_statements(self, staged: StagedObject) -> list[str]:
-        statements = [f"DROP TABLE IF EXISTS {self.dialect.staged(t)}" for t in staged.tables]
-        key_sets = {d.key_set for t in staged.tables.values() if t.merge for d in t.merge.deletions}
-        return statements + [f"DROP TABLE IF EXISTS {self.dialect.key_set(k)}" for k in key_sets]
 
     def read_frame(self, table: str) -> pd.DataFrame:
         with self.session() as session:

@@ -185,6 +185,14 @@ class PublishingIOManager(dg.ConfigurableIOManager):
             self._columns[table] = self.read_columns(session, table)
         return self._columns[table]
 
+    def drop_staged_statements(self, staged: StagedObject) -> list[str]:
+        """What drops an object's staged tables and key sets, once it is published."""
+        dialect = self.dialect  # type: ignore[attr-defined]
+        key_sets = {d.key_set for t in staged.tables.values() if t.merge for d in t.merge.deletions}
+        return [f"DROP TABLE IF EXISTS {dialect.staged(t)}" for t in staged.tables] + [
+            f"DROP TABLE IF EXISTS {dialect.key_set(k)}" for k in sorted(key_sets)
+        ]
+
     def forget_columns(self, tables: Iterable[str]) -> None:
         """After a publish: the tables' columns may have changed."""
         for table in tables:

@@ -30,7 +30,6 @@ import pandas as pd
 from dagster_snowflake import SnowflakeResource
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.destinations.protocol import StagedObject
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
 from invoiced_assets.shaping import ShapedTable
@@ -313,11 +312,6 @@ class InvoicedSnowflakeIOManager(PublishingIOManager):
                     stored = f"{STAGING_PREFIX}KEYS_{name.upper()}"
                     frame = pd.DataFrame({warehouse_name(KEY_SET_COLUMN): values})
                     _upload(session.connection, frame, self.database, self.schema_name, stored)
-
-    def drop_staged_statements(self, staged: StagedObject) -> list[str]:
-        statements = [f"DROP TABLE IF EXISTS {self.dialect.staged(t)}" for t in staged.tables]
-        key_sets = {d.key_set for t in staged.tables.values() if t.merge for d in t.merge.deletions}
-        return statements + [f"DROP TABLE IF EXISTS {self.dialect.key_set(k)}" for k in key_sets]
 
     def read_frame(self, table: str) -> pd.DataFrame:
         with self.session() as session:
