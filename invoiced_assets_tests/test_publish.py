@@ -499,3 +499,40 @@ def test_incremental_equals_a_fresh_full_load(
     )
     assert drifted_columns  # the drift reached the incremental tables
     connection.close()
+
+
+def test_a_child_table_alone_with_its_parents_checks(
+    warehouse: Warehouse,
+    account: EmulatorServer,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent is staged for the child's audit, never published: the parent's checks,
+    selected beside the child, audit the published parent, each once."""
+    monkeypatch.setenv("INVOICED_SYNC_MODE", "incremental")
+    assert sync(instance).success
+    account.mutate("invoices", insert=3, update=3, delete=2)
+    invoices = dg.AssetKey(["invoiced", "invoices"])
+    items = dg.AssetKey(["invoiced", "invoice_line_items"])
+    defs = build_definitions(load_settings())
+    result = dg.materialize(
+        list(defs.assets or []),
+        resources=defs.resources,
+        selection=dg.AssetSelection.assets(items)
+        | dg.AssetSelection.checks(
+            dg.AssetCheckKey(invoices, checks.PRIMARY_KEY),
+            dg.AssetCheckKey(invoices, checks.CUSTOMER_REFERENCES),
+        ),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    assert materialized(result) == {"invoice_line_items"}
+    found = [
+        (e.event_specific_data.asset_key.path[-1], e.event_specific_data.check_name)
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert sorted(found) == sorted(set(found))  # each check once
+    assert ("invoices", checks.PRIMARY_KEY) in found
+    assert ("invoices", checks.CUSTOMER_REFERENCES) in found

@@ -47,7 +47,9 @@ def warehouse(tmp_path: Path, account: EmulatorServer, monkeypatch: pytest.Monke
 
 
 def run_sync(
-    selection: list[str] | None = None, instance: dg.DagsterInstance | None = None
+    selection: list[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    accept_row_drop: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run invoiced_sync in process with the definitions the environment variables make."""
     defs = build_definitions(load_settings())
@@ -55,8 +57,12 @@ def run_sync(
     asset_selection = (
         None if selection is None else [dg.AssetKey(["invoiced", name]) for name in selection]
     )
+    config = {"accept_row_drop": accept_row_drop or []}
     return job.execute_in_process(
-        asset_selection=asset_selection, raise_on_error=False, instance=instance
+        asset_selection=asset_selection,
+        raise_on_error=False,
+        instance=instance,
+        run_config={"ops": {"invoiced_tables": {"config": config}}},
     )
 
 

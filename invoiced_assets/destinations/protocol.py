@@ -3,7 +3,7 @@
 A run never writes into the published tables directly. For each object it *stages* what it read
 (`StagedObject`: a staged table per table, plus the key sets an incremental merge deletes by),
 *audits* the result in SQL (`sql.relation`, `audit`), and only then hands the object to the IO
-manager, which *publishes* all of its tables in one transaction (`Destination.publish`).
+manager, which *publishes* all of its tables in one transaction (`publication.publish_object`).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -122,12 +122,6 @@ class Destination(Protocol):
         self, tables: Sequence[tuple[str, Any]], key_sets: Mapping[str, Sequence[Any]]
     ) -> None:
         """Stage each `(name, ShapedTable)` and each key set, replacing earlier ones."""
-        ...
-
-    def publish(
-        self, staged: StagedObject, observe: StatementObserver | None = None
-    ) -> dict[str, PublishedTable]:
-        """Publish every table of `staged` at once, then drop what it staged."""
         ...
 
     def drop_staged_statements(self, staged: StagedObject) -> list[str]:

@@ -6,14 +6,15 @@ object that passed its audit, a `TableRelease` sharing one `ObjectRelease`: the 
 reach the IO manager publishes every table of the object in one transaction, and each output
 then records its own table's materialization with what the publish did to it.
 
-What a reader can see: all of an object's tables as they were, or all of them as published,
-never a mix. Dagster records the materializations one output after another once that
+What a reader can see: all of an object's rows as they were, or all of them as published,
+never a mix. On Snowflake, whose DDL commits on its own, a new column (null) or a widened type
+can be seen just before the rows change; DuckDB's DDL is in the same transaction. Dagster records the materializations one output after another once that
 transaction has committed; a process killed between two of them leaves the tables published
 and some materializations unrecorded: the next run then starts from the older cursors, which
 re-reads a little more and changes nothing (merges are by key).
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,47 +52,68 @@ def publish_object(
             name: publish_statements(dialect, table, destination.published_columns(session, name))
             for name, table in staged.tables.items()
         }
-        if not dialect.transactional_ddl:
-            for statements in plans.values():
-                for statement in statements.drift:
-                    run(statement)
-        run("BEGIN TRANSACTION")
         try:
-            published = {}
-            for name, statements in plans.items():
-                if dialect.transactional_ddl:
+            if not dialect.transactional_ddl:
+                # Each commits on its own: a new column, a wider type; no row changes yet.
+                for statements in plans.values():
                     for statement in statements.drift:
                         run(statement)
-                deleted = inserted = 0
-                for index, statement in enumerate(statements.data):
-                    changed = run(statement)
-                    deleted += changed if index in statements.deleting else 0
-                    inserted += changed if index in statements.inserting else 0
-                rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(name)}")[0][0]
-                published[name] = PublishedTable(
-                    name,
-                    destination.table_location(name),
-                    statements.plan,
-                    [
-                        (dialect.stored_column(c.name), dialect.sql_type(c.type))
-                        for c in statements.plan.columns
-                    ],
-                    int(rows),
-                    deleted,
-                    inserted,
-                )
-            if dialect.transactional_ddl:
-                for statement in destination.drop_staged_statements(staged):
-                    run(statement)
-            run("COMMIT")
-        except BaseException:
-            session.change("ROLLBACK")
-            raise
+            run("BEGIN TRANSACTION")
+            try:
+                published = _publish_rows(destination, session, staged, plans, run)
+                if dialect.transactional_ddl:
+                    for statement in destination.drop_staged_statements(staged):
+                        run(statement)
+                run("COMMIT")
+            except BaseException:
+                try:
+                    session.change("ROLLBACK")
+                except Exception:  # never hide the publish's own error under the rollback's
+                    dg.get_dagster_logger().warning("The rollback of a failed publish failed.")
+                raise
         finally:
             destination.forget_columns(staged.tables)
         if not dialect.transactional_ddl:
             for statement in destination.drop_staged_statements(staged):
+                try:
+                    run(statement)
+                except Exception:  # published already: the next run drops what is left
+                    dg.get_dagster_logger().warning(f"Could not drop staging: {statement}")
+    return published
+
+
+def _publish_rows(
+    destination: Destination,
+    session: Any,
+    staged: StagedObject,
+    plans: dict[str, PublishStatements],
+    run: Callable[[str], int],
+) -> dict[str, PublishedTable]:
+    """Inside the publishing transaction: each table's statements, and what they did."""
+    dialect = destination.dialect
+    published = {}
+    for name, statements in plans.items():
+        if dialect.transactional_ddl:
+            for statement in statements.drift:
                 run(statement)
+        deleted = inserted = 0
+        for index, statement in enumerate(statements.data):
+            changed = run(statement)
+            deleted += changed if index in statements.deleting else 0
+            inserted += changed if index in statements.inserting else 0
+        rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(name)}")[0][0]
+        published[name] = PublishedTable(
+            name,
+            destination.table_location(name),
+            statements.plan,
+            [
+                (dialect.stored_column(c.name), dialect.sql_type(c.type))
+                for c in statements.plan.columns
+            ],
+            int(rows),
+            deleted,
+            inserted,
+        )
     return published
 
 

@@ -11,8 +11,9 @@ drift statements go first (a new column; a widened type by `CREATE OR REPLACE TA
 AS SELECT` of the table itself, which changes no value), then one explicit transaction holds
 every row change of the object's tables: `DELETE` + `INSERT … SELECT` from staging (every row for
 a full load, the replaced ones for an incremental run). Readers see all of the object's tables
-old or all new; the table is never recreated by a load, so its grants, Time Travel history and
-comments stay, and an incremental run changes only the rows it must.
+old or all new (their rows: a new column can be seen, null, just before). A load no longer
+recreates the table (only a widened type does, keeping its grants), so its Time Travel history
+and comments stay, and an incremental run changes only the rows it must.
 
 Tables and columns are created in upper case, the names Snowflake gives unquoted identifiers, so
 `select total from invoiced.invoices` works; a name that is not a plain identifier (with a dash,

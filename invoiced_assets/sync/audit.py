@@ -102,11 +102,11 @@ class TableChecks:
         return Evaluation(name, checks.PARENT_REFERENCES, outcome)
 
     def customer_references(self, name: str) -> Evaluation:
-        """The table's customers against the customers as this run leaves them."""
+        """The table's customers against the customers as this run leaves them: published
+        (new if they were published in this run, as they were if their audit failed)."""
         column, key = checks.CUSTOMER_COLUMN, CUSTOMERS.primary_key
         with self.destination.session() as session:
-            known = CUSTOMERS.name in self.staged or _exists(session, self.destination, "customers")
-            if not known:
+            if not _exists(session, self.destination, CUSTOMERS.name):
                 outcome = checks.CheckOutcome(
                     False, {"reason": "no customers table to resolve against: load customers"}
                 )
@@ -116,7 +116,7 @@ class TableChecks:
                     self.destination.dialect,
                     self.relation(name)([column]),
                     column,
-                    self.relation(CUSTOMERS.name)([key]),
+                    published_relation(self.destination, CUSTOMERS.name)([key]),
                     key,
                     target=f"{CUSTOMERS.name}.{key}",
                 )
@@ -166,9 +166,11 @@ class Auditor(TableChecks):
                 evaluations.append(Evaluation(name, checks.ROW_COUNT, outcome))
         return evaluations
 
-    def published(self, name: str) -> None:
-        """The table's staged rows are now its published ones."""
-        self.staged.pop(name, None)
+    def released(self, read: StagedRead) -> None:
+        """The read is published: its tables' rows are the published ones (a parent staged
+        only for its child's audit included: its staged rows were never published)."""
+        for name in read.tables:
+            self.staged.pop(name, None)
 
     def on_published_tables(
         self, name: str, check: str, count_now: Callable[[], int | None]
@@ -180,20 +182,25 @@ class Auditor(TableChecks):
         recorded.
         """
         table = self.tables[name]
+        # Only published tables: whatever this run staged and did not publish is not audited.
+        published = TableChecks(
+            self.destination, self.tables, self.history, self.min_row_ratio, self.accepted_drops
+        )
         with self.destination.session() as session:
             if not _exists(session, self.destination, name):
                 reason = f"{name} is not in the destination yet: run the invoiced_sync job"
                 return Evaluation(name, check, checks.CheckOutcome(False, {"reason": reason}))
-            rows = sql_audit.row_count(session, self.relation(name)(table.primary_key))
             if check == checks.PRIMARY_KEY:
-                return self.primary_key(session, name)
+                return published.primary_key(session, name)
             if check == checks.PARENT_REFERENCES:
-                return self.parent_references(session, name)
+                return published.parent_references(session, name)
+            if check != checks.CUSTOMER_REFERENCES:
+                rows = sql_audit.row_count(session, published.relation(name)(table.primary_key))
         if check == checks.CUSTOMER_REFERENCES:
-            return self.customer_references(name)
+            return published.customer_references(name)
         history = self.history[name]
         if check == checks.COLLAPSE:
-            return self.collapse(name, rows, history.rows)
+            return published.collapse(name, rows, history.rows)
         if table.obj.per_customer:
             outcome = checks.check_row_count(rows, history.api_total_count, None)
             note = "X-Total-Count summed over every customer's listing at the last load"

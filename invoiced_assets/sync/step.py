@@ -130,7 +130,8 @@ class SyncStep:
                     waiting_for_customers += [
                         name
                         for name in read.tables
-                        if (name, checks.CUSTOMER_REFERENCES) in self.selected_checks
+                        if name in self.tables
+                        and (name, checks.CUSTOMER_REFERENCES) in self.selected_checks
                     ]
                 customers_pending &= extraction.obj is not CUSTOMERS
                 if not customers_pending:
@@ -186,7 +187,7 @@ class SyncStep:
         release = ObjectRelease(read.for_publishing(self.tables))
         for name in names:
             yield self._output(read, name, release, event_cursor)
-            self.auditor.published(name)
+        self.auditor.released(read)
         yield from self._selected(evaluations)
 
     def _output(
