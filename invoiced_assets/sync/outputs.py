@@ -92,11 +92,10 @@ def failure(
     if not blocked:
         return failure_for(failures) if failures else None
     description = blocked_message(blocked, staging)
-    allow_retries = False
     if failures:
-        read_failure = failure_for(failures)
-        description = f"{read_failure.description}\n\n{description}"
-    return dg.Failure(description=description, allow_retries=allow_retries)
+        description = f"{failure_for(failures).description}\n\n{description}"
+    # A retry would read the same data and fail the same check.
+    return dg.Failure(description=description, allow_retries=False)
 
 
 def output_metadata(
