@@ -10,9 +10,17 @@ and leave events (deletions, `transaction.*`); that records are shaped like the 
 consistent; that data is deterministic; and that the CLI starts, serves and stops on SIGTERM.
 
 For the listings added later: plans and items hide archived rows unless `archived=1`; the
-catalog's string ids page by cursor and ignore `updated_after`; contacts and payment sources are
-listed per customer (404 for an unknown one) and add up to the truth; contact, note and task
-events (contact events name their customer); and the original listings keep their bytes.
+catalog's string ids page by cursor and ignore `updated_after`; contacts (with `customer_id`) and
+payment sources are listed per customer and add up to the truth; and the original listings keep
+their bytes.
+
+Per-customer and per-invoice listings answer as the service does: contacts, notes and tasks of a
+missing customer (and notes of a missing invoice) are `200 []`, payment sources of a missing
+customer a 404 distinct from an unknown path's; a customer's notes are its own, newest first
+whatever `sort` says; payment sources that cannot be charged are hidden unless
+`include_hidden=1`, and every page holds every source. Deleting a customer (an invoice) deletes
+its children without events. Payment sources have events, and every event but a customer's
+carries its customer expanded, as it was when the event was recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -574,18 +583,34 @@ def test_original_listings_keep_their_bytes() -> None:
     for listing in LISTINGS[:7]:
         seven.update(account.records_bytes(listing))
     assert seven.hexdigest() == "f73ef76225a6caa77eed3a36d249e8f4e38c1027af81ad77dcbd9120de04fc70"
+    # Their events now carry the customer expanded (2026-12): with it collapsed back to its id,
+    # every original event is as it was.
     events = account.records("events")
-    original = json.dumps(events[:2200], sort_keys=True).encode()
+    customers = {record["id"]: record for record in account.records("customers")}
+    collapsed = []
+    for event in events[:2200]:
+        subject = event["data"]["object"]
+        if isinstance(subject.get("customer"), dict):
+            assert subject["customer"] == customers[subject["customer"]["id"]]
+            subject["customer"] = subject["customer"]["id"]
+        collapsed.append(event)
+    original = json.dumps(collapsed, sort_keys=True).encode()
     assert hashlib.sha256(original).hexdigest() == (
         "57e8e72ffbf68feefb34825bbcab4a0c3e8c6b1d53cafadfdaff49280bd4664f"
     )
     # The new objects' creation events follow, in time order among themselves.
     appended = events[2200:]
-    assert {event["type"].split(".")[0] for event in appended} == {"note", "task", "contact"}
+    assert {event["type"].split(".")[0] for event in appended} == {
+        "note",
+        "task",
+        "contact",
+        "payment_source",
+    }
     stamps = [event["timestamp"] for event in appended]
     assert stamps == sorted(stamps)
-    # Mutations of the original listings are unchanged too.
-    assert account.mutate("customers", insert=2, update=3, delete=2) == {
+    # Mutations of the original listings are unchanged too (the customers' children go too).
+    changes = account.mutate("customers", insert=2, update=3, delete=2)
+    assert {key: changes[key] for key in ("inserted", "updated", "deleted")} == {
         "inserted": [15324, 15325],
         "updated": [15219, 15262, 15276],
         "deleted": [15047, 15303],
@@ -599,7 +624,12 @@ def test_truth_counts_every_new_row(server: EmulatorServer) -> None:
         assert truth[listing] == len(server.records(listing)) > 0, listing
     assert max(truth, key=lambda listing: truth[listing]) == "events"
     created = Counter(event["type"] for event in server.records("events"))
-    for listing, name in (("notes", "note"), ("tasks", "task"), ("contacts", "contact")):
+    for listing, name in (
+        ("notes", "note"),
+        ("tasks", "task"),
+        ("contacts", "contact"),
+        ("payment_sources", "payment_source"),
+    ):
         assert created[f"{name}.created"] == truth[listing]
     assert not any(t.split(".")[0] in ("plan", "item", "coupon", "tax_rate") for t in created)
 
@@ -635,7 +665,7 @@ def test_catalog_listings_ignore_updated_after(
     for listing in ("notes", "tasks"):
         assert get(session, server, f"/{listing}", updated_after=future).json() == []
     contact = server.records("contacts")[0]
-    path = f"/customers/{contact['customer']}/contacts"
+    path = f"/customers/{contact['customer_id']}/contacts"
     assert get(session, server, path, updated_after=future).json() == []
 
 
@@ -675,40 +705,174 @@ def test_string_id_pages_continue_after_the_last_id(scratch: EmulatorServer) -> 
 
 def test_per_customer_listings(server: EmulatorServer, session: requests.Session) -> None:
     truth = server.truth()
-    for listing in ("contacts", "payment_sources"):
-        expected = {record["id"]: record for record in server.records(listing)}
-        seen: dict[Any, dict[str, Any]] = {}
-        totals = 0
-        for customer in server.records("customers"):
-            url = f"{server.url}/customers/{customer['id']}/{listing}?per_page=2"
-            first = session.get(url, timeout=10)
-            totals += int(first.headers["X-Total-Count"])
-            records, pages = walk(session, url)
-            assert pages == max(1, -(-len(records) // 2))
-            for record in records:
-                assert "customer" not in record  # the API does not send it
-                assert record["id"] not in seen
-                seen[record["id"]] = {**record, "customer": customer["id"]}
-        assert seen == expected and totals == truth[listing] == len(expected), listing
+    customers = [customer["id"] for customer in server.records("customers")]
+    # Contacts carry the customer they are listed under, as `customer_id`.
+    expected = {record["id"]: record for record in server.records("contacts")}
+    seen: dict[Any, dict[str, Any]] = {}
+    totals = 0
+    for customer in customers:
+        url = f"{server.url}/customers/{customer}/contacts?per_page=2"
+        totals += int(session.get(url, timeout=10).headers["X-Total-Count"])
+        records, pages = walk(session, url)
+        assert pages == max(1, -(-len(records) // 2))
+        for record in records:
+            assert record["customer_id"] == customer and "customer" not in record
+            assert record["id"] not in seen
+            seen[record["id"]] = record
+    assert seen == expected and totals == truth["contacts"] == len(expected)
+    # Payment sources name no customer: records() adds it.
+    expected = {record["id"]: record for record in server.records("payment_sources")}
+    seen = {}
+    for customer in customers:
+        path = f"/customers/{customer}/payment_sources"
+        for record in get(session, server, path, include_hidden=1).json():
+            assert "customer" not in record and "customer_id" not in record
+            assert record["id"] not in seen
+            seen[record["id"]] = {**record, "customer": customer}
+    assert seen == expected and truth["payment_sources"] == len(expected)
     contacts = server.records("contacts")
     assert any(record["primary"] for record in contacts)
     kinds = Counter(record["object"] for record in server.records("payment_sources"))
     assert set(kinds) == {"card", "bank_account"}
-    counts = Counter(record["customer"] for record in contacts)
+    counts = Counter(record["customer_id"] for record in contacts)
     assert max(counts.values()) <= 3 and len(counts) < truth["customers"]  # 0-3 per customer
     sources = Counter(record["customer"] for record in server.records("payment_sources"))
     assert max(sources.values()) <= 2
-    # Retrieval is per customer too; unknown customers and the bare listing are 404s.
+    # Retrieval is per customer too.
     contact = contacts[0]
-    own = get(session, server, f"/customers/{contact['customer']}/contacts/{contact['id']}")
-    assert own.json() == {k: v for k, v in contact.items() if k != "customer"}
-    other = next(c["id"] for c in server.records("customers") if c["id"] != contact["customer"])
-    assert get(session, server, f"/customers/{other}/contacts/{contact['id']}").status_code == 404
+    own = get(session, server, f"/customers/{contact['customer_id']}/contacts/{contact['id']}")
+    assert own.json() == contact
+    other = next(c for c in customers if c != contact["customer_id"])
+    elsewhere = get(session, server, f"/customers/{other}/contacts/{contact['id']}")
+    assert elsewhere.status_code == 404
+    assert elsewhere.json()["message"] == f"Contact was not found: {contact['id']}"
+    source = server.records("payment_sources")[0]
+    path = f"/customers/{source['customer']}/payment_sources/{source['id']}"
+    assert get(session, server, path).json() == {k: v for k, v in source.items() if k != "customer"}
     for listing in ("contacts", "payment_sources"):
-        unknown = get(session, server, f"/customers/1/{listing}")
-        assert unknown.status_code == 404
-        assert unknown.json() == {"type": "invalid_request", "message": "Customer was not found: 1"}
         assert get(session, server, f"/{listing}").status_code == 404
+
+
+def test_hidden_payment_sources_only_with_include_hidden(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    sources = server.records("payment_sources")
+    for source in sources:  # like the card in samples/events.object.json
+        assert isinstance(source["chargeable"], bool)
+        if source["chargeable"]:
+            assert source["failure_reason"] is None
+        else:
+            assert isinstance(source["failure_reason"], str) and source["failure_reason"]
+    hidden = [source for source in sources if not source["chargeable"]]
+    assert 0.05 < len(hidden) / len(sources) < 0.3
+    owners = sorted({source["customer"] for source in hidden})
+    assert len(owners) >= 5
+    for customer in owners:
+        theirs = [
+            {k: v for k, v in source.items() if k != "customer"}
+            for source in sources
+            if source["customer"] == customer
+        ]
+        visible = [source for source in theirs if source["chargeable"]]
+        path = f"/customers/{customer}/payment_sources"
+        for flag in (None, "0", ""):
+            listed = get(
+                session, server, path, **({} if flag is None else {"include_hidden": flag})
+            )
+            assert listed.json() == visible
+            assert listed.headers["X-Total-Count"] == str(len(visible))
+        for flag in ("1", "true"):
+            listed = get(session, server, path, include_hidden=flag)
+            assert listed.status_code == 200 and listed.json() == theirs
+            assert listed.headers["X-Total-Count"] == str(len(theirs))
+            assert f"include_hidden={flag}" in listed.links["self"]["url"]
+    # Top-level truth and records count the hidden ones.
+    assert server.truth()["payment_sources"] == len(sources)
+
+
+def test_payment_source_pages_are_not_sliced(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    """Every page holds every source; the headers are computed as for any other listing."""
+    visible = Counter(s["customer"] for s in server.records("payment_sources") if s["chargeable"])
+    customer = min(c for c, number in visible.items() if number == 2)
+    url = f"{server.url}/customers/{customer}/payment_sources?per_page=1"
+    first = session.get(url, timeout=10)
+    assert first.headers["X-Total-Count"] == "2" and "next" in first.links
+    assert split_link(first.links["last"]["url"])[1]["page"] == "2"
+    second = session.get(first.links["next"]["url"], timeout=10)
+    assert len(first.json()) == 2 and second.json() == first.json()
+    assert "next" not in second.links and second.headers["X-Total-Count"] == "2"
+    records, pages = walk(session, url)
+    assert pages == 2 and len(records) == 4  # a walk sees each source once per page
+    assert len(get(session, server, f"/customers/{customer}/payment_sources", page=9).json()) == 2
+
+
+def test_children_of_a_missing_parent_are_an_empty_list(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    for path in (
+        "/customers/1/contacts",
+        "/customers/1/notes",
+        "/customers/1/tasks",
+        "/invoices/1/notes",
+    ):
+        response = get(session, server, path, per_page=10)
+        assert response.status_code == 200 and response.json() == [], path
+        assert response.headers["X-Total-Count"] == "0"
+        assert set(response.links) == {"self", "first", "last"}
+    missing = get(session, server, "/customers/1/payment_sources", include_hidden=1)
+    assert missing.status_code == 404
+    assert missing.json() == {"type": "invalid_request", "message": "Customer was not found: 1"}
+    missing = get(session, server, "/customers/1/payment_sources/60001")
+    assert missing.json()["message"] == "Customer was not found: 1"
+    # A path the service does not know is another 404: the request is wrong.
+    customer = server.records("customers")[0]["id"]
+    for path in (
+        "/contacts",
+        "/payment_sources",
+        f"/customers/{customer}/invoices",
+        f"/customers/{customer}/notes/501",
+        "/invoices/46001/tasks",
+        "/no_such_listing",
+    ):
+        response = get(session, server, path)
+        assert response.status_code == 404, path
+        assert response.json() == {
+            "type": "invalid_request",
+            "message": f"Request was not recognized: GET {path}",
+        }
+
+
+def test_customer_and_invoice_notes_and_tasks(
+    server: EmulatorServer, session: requests.Session
+) -> None:
+    notes = server.records("notes")
+    own = Counter(note["customer"] for note in notes if note["invoice"] is None)
+    on_invoices = {note["customer"] for note in notes if note["invoice"] is not None}
+    customer = next(c for c, _n in own.most_common() if c in on_invoices)  # has both kinds
+    expected = sorted(
+        (n for n in notes if n["customer"] == customer and n["invoice"] is None),
+        key=lambda note: note["id"],
+        reverse=True,
+    )
+    assert len(expected) >= 2
+    for sort in ({}, {"sort": "id asc"}, {"sort": "created_at asc"}, {"sort": "nonsense"}):
+        first = get(session, server, f"/customers/{customer}/notes", per_page=1, **sort)
+        assert first.headers["X-Total-Count"] == str(len(expected))
+        records, pages = walk(session, first.url)
+        assert records == expected and pages == len(expected), sort
+    invoice = Counter(n["invoice"] for n in notes if n["invoice"] is not None).most_common(1)[0][0]
+    records, _ = walk(session, f"{server.url}/invoices/{invoice}/notes?per_page=1")
+    assert records == [note for note in notes if note["invoice"] == invoice]
+    tasks = server.records("tasks")
+    owner = Counter(task["customer_id"] for task in tasks).most_common(1)[0][0]
+    records, _ = walk(session, f"{server.url}/customers/{owner}/tasks?per_page=1")
+    assert records == [task for task in tasks if task["customer_id"] == owner]
+    assert all("object" not in task and "user_id" in task for task in records)
+    # The top-level listings keep every note and task.
+    for listing, rows in (("notes", notes), ("tasks", tasks)):
+        assert get(session, server, f"/{listing}").headers["X-Total-Count"] == str(len(rows))
 
 
 def test_new_records_are_shaped_like_the_samples(server: EmulatorServer) -> None:
@@ -729,8 +893,9 @@ def test_new_records_are_shaped_like_the_samples(server: EmulatorServer) -> None
             json.loads((SAMPLES / "sources.bank_accounts.object.json").read_text())
         ),
     }
-    for source in server.records("payment_sources"):
-        assert set(source) - {"customer"} == kinds[source["object"]]
+    for source in server.records("payment_sources"):  # chargeable as in events.object.json
+        added = {"customer", "chargeable", "failure_reason"}
+        assert set(source) - added == kinds[source["object"]]
     notes = server.records("notes")
     note_fields = [
         "id",
@@ -771,12 +936,16 @@ def test_new_records_are_shaped_like_the_samples(server: EmulatorServer) -> None
         assert all(t["tax_rate"] is None or t["tax_rate"]["id"] in rates for t in invoice["taxes"])
 
 
-def test_contact_note_and_task_events(scratch: EmulatorServer) -> None:
+def without(record: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != key}
+
+
+def test_contact_note_task_and_payment_source_events(scratch: EmulatorServer) -> None:
     before = scratch.truth()
-    customers_before = scratch.records("customers")
+    customers = {record["id"]: record for record in scratch.records("customers")}
     old_contacts = {record["id"]: record for record in scratch.records("contacts")}
     result = scratch.mutate("contacts", insert=1, update=1, delete=1)
-    assert scratch.records("customers") == customers_before  # contacts leave customers alone
+    assert scratch.records("customers") == list(customers.values())  # contacts leave them be
     contacts = {record["id"]: record for record in scratch.records("contacts")}
     newest = scratch.records("events")[-3:]
     assert [event["type"] for event in newest] == [
@@ -786,11 +955,13 @@ def test_contact_note_and_task_events(scratch: EmulatorServer) -> None:
     ]
     inserted, updated, deleted = (result[k][0] for k in ("inserted", "updated", "deleted"))
     created_event, updated_event, deleted_event = (event["data"] for event in newest)
-    assert created_event["object"] == contacts[inserted]  # with its customer
-    assert updated_event["object"] == contacts[updated]
+    for data, contact in (
+        (created_event, contacts[inserted]),
+        (updated_event, contacts[updated]),
+        (deleted_event, old_contacts[deleted]),
+    ):  # the contact, its customer_id, and its customer expanded beside it
+        assert data["object"] == {**contact, "customer": customers[contact["customer_id"]]}
     assert updated_event["previous"] and "updated_at" in updated_event["previous"]
-    assert deleted_event["object"]["id"] == deleted
-    assert deleted_event["object"]["customer"] == old_contacts[deleted]["customer"]
     for listing, name in (("notes", "note"), ("tasks", "task")):
         gone = scratch.mutate(listing, delete=1)["deleted"]
         event = scratch.records("events")[-1]
@@ -799,27 +970,187 @@ def test_contact_note_and_task_events(scratch: EmulatorServer) -> None:
     after = scratch.truth()
     assert after["events"] == before["events"] + 5
     assert after["notes"] == before["notes"] - 1 and after["contacts"] == before["contacts"]
-    # Catalog and payment source changes record no events.
-    for listing in (*CATALOG, "payment_sources"):
+    # Payment sources have events too, their customer (named nowhere else) beside them.
+    old_sources = {record["id"]: record for record in scratch.records("payment_sources")}
+    result = scratch.mutate("payment_sources", insert=2, update=2, delete=1)
+    sources = {record["id"]: record for record in scratch.records("payment_sources")}
+    newest = scratch.records("events")[-5:]
+    assert [event["type"] for event in newest] == [
+        *["payment_source.created"] * 2,
+        *["payment_source.updated"] * 2,
+        "payment_source.deleted",
+    ]
+    subjects = [sources[rid] for rid in result["inserted"] + result["updated"]]
+    subjects += [old_sources[rid] for rid in result["deleted"]]
+    for event, source in zip(newest, subjects, strict=True):
+        customer = customers[source["customer"]]
+        expected = {**without(source, "customer"), "customer_id": customer["id"]}
+        assert event["data"]["object"] == {**expected, "customer": customer}
+    assert "updated_at" in newest[2]["data"]["previous"]
+    assert scratch.truth()["events"] == after["events"] + 5
+    # Catalog changes record no events.
+    for listing in CATALOG:
         scratch.mutate(listing, insert=2, update=2, delete=1)
         assert scratch.truth()[listing] == after[listing] + 1
-    assert scratch.truth()["events"] == after["events"]
+    assert scratch.truth()["events"] == after["events"] + 5
 
 
-def test_customer_deletion_takes_its_contacts_and_sources(scratch: EmulatorServer) -> None:
-    gone = set(scratch.mutate("customers", delete=20)["deleted"])
-    customers = {record["id"] for record in scratch.records("customers")}
-    for listing in ("contacts", "payment_sources"):
-        assert all(record["customer"] in customers for record in scratch.records(listing))
-    deleted_contacts = {
-        event["data"]["object"]["customer"]
-        for event in scratch.records("events")
-        if event["type"] == "contact.deleted"
-    }
-    assert deleted_contacts and deleted_contacts <= gone
+def test_payment_source_updates_hide_and_show_them(scratch: EmulatorServer) -> None:
     http = requests.Session()
     http.auth = (KEY, "")
-    assert get(http, scratch, f"/customers/{min(gone)}/contacts").status_code == 404
+    rounds = [{s["id"]: s for s in scratch.records("payment_sources")}]
+    for _ in range(2):
+        scratch.mutate("payment_sources", update=len(rounds[0]))
+        rounds.append({s["id"]: s for s in scratch.records("payment_sources")})
+    flips = [
+        (before[rid]["chargeable"], after[rid])
+        for before, after in pairwise(rounds)
+        for rid in before
+        if before[rid]["chargeable"] != after[rid]["chargeable"]
+    ]
+    hidden = [source for was, source in flips if was]
+    shown = [source for was, source in flips if not was]
+    assert hidden and shown
+    assert all(source["failure_reason"] for source in hidden)
+    assert all(source["failure_reason"] is None for source in shown)
+    for source in rounds[-1].values():
+        path = f"/customers/{source['customer']}/payment_sources"
+        listed = {record["id"] for record in get(http, scratch, path).json()}
+        assert (source["id"] in listed) == source["chargeable"]
+        everything = {record["id"] for record in get(http, scratch, path, include_hidden=1).json()}
+        assert source["id"] in everything
+
+
+def test_deleting_a_customer_deletes_its_children_without_events(scratch: EmulatorServer) -> None:
+    before = scratch.truth()
+    notes, tasks = scratch.records("notes"), scratch.records("tasks")
+    contacts, sources = scratch.records("contacts"), scratch.records("payment_sources")
+    result = scratch.mutate("customers", delete=10)
+    gone = set(result["deleted"])
+    expected = {
+        # A customer's notes include those on its invoices.
+        "notes": sorted(note["id"] for note in notes if note["customer"] in gone),
+        "tasks": sorted(task["id"] for task in tasks if task["customer_id"] in gone),
+        "contacts": sorted(c["id"] for c in contacts if c["customer_id"] in gone),
+        "payment_sources": sorted(s["id"] for s in sources if s["customer"] in gone),
+    }
+    assert all(expected.values()) and any(n["invoice"] for n in notes if n["customer"] in gone)
+    assert result["cascaded"] == expected
+    after = scratch.truth()
+    for listing, ids in expected.items():
+        assert after[listing] == before[listing] - len(ids), listing
+        assert not set(ids) & {record["id"] for record in scratch.records(listing)}
+    assert after["customers"] == before["customers"] - 10
+    # One customer.deleted event each, and no event for what went with them.
+    assert after["events"] == before["events"] + 10
+    deletions = Counter(
+        e["type"] for e in scratch.records("events") if e["type"].endswith("deleted")
+    )
+    assert deletions == {"customer.deleted": 10}
+    http = requests.Session()
+    http.auth = (KEY, "")
+    for customer in gone:
+        for child in ("contacts", "notes", "tasks"):
+            listed = get(http, scratch, f"/customers/{customer}/{child}")
+            assert listed.status_code == 200 and listed.json() == [], child
+        sources_of = get(http, scratch, f"/customers/{customer}/payment_sources")
+        assert sources_of.json()["message"] == f"Customer was not found: {customer}"
+    for invoice in {n["invoice"] for n in notes if n["customer"] in gone and n["invoice"]}:
+        assert get(http, scratch, f"/invoices/{invoice}/notes").json() == []
+
+
+def test_deleting_an_invoice_deletes_its_notes_without_events(scratch: EmulatorServer) -> None:
+    before = scratch.truth()
+    notes = scratch.records("notes")
+    result = scratch.mutate("invoices", delete=60)
+    gone = set(result["deleted"])
+    expected = sorted(note["id"] for note in notes if note["invoice"] in gone)
+    assert expected and result["cascaded"] == {"notes": expected}
+    after = scratch.truth()
+    assert after["notes"] == before["notes"] - len(expected)
+    assert after["events"] == before["events"] + 60
+    assert {e["type"] for e in scratch.records("events")[-60:]} == {"invoice.deleted"}
+    assert not any(e["type"] == "note.deleted" for e in scratch.records("events"))
+    http = requests.Session()
+    http.auth = (KEY, "")
+    for invoice in gone:
+        listed = get(http, scratch, f"/invoices/{invoice}/notes")
+        assert listed.status_code == 200 and listed.json() == []
+    # The customers' own notes stay.
+    left = {note["id"] for note in scratch.records("notes")}
+    assert all(note["id"] in left for note in notes if note["invoice"] is None)
+
+
+EXPANDED = {
+    "invoices": "invoice",
+    "credit_notes": "credit_note",
+    "estimates": "estimate",
+    "payments": "payment",
+    "subscriptions": "subscription",
+    "credit_balance_adjustments": "transaction",
+    "contacts": "contact",
+    "notes": "note",
+    "tasks": "task",
+    "payment_sources": "payment_source",
+}
+CUSTOMER_ID_LISTINGS = ("contacts", "tasks", "payment_sources")
+
+
+def assert_expanded(event: dict[str, Any], customers: dict[int, dict[str, Any]]) -> None:
+    """`data.object.customer` is its customer's object (null stays null); the objects that
+    carry `customer_id` keep it beside."""
+    subject = event["data"]["object"]
+    customer = subject["customer"]
+    if customer is None:
+        assert event["type"].startswith("payment."), event["type"]  # unmatched payments
+        return
+    assert customer == customers[customer["id"]], event["id"]
+    if event["type"].split(".")[0] in ("contact", "task", "payment_source"):
+        assert subject["customer_id"] == customer["id"]
+    if subject.get("charge"):  # a payment's charge names its customer by id
+        assert subject["charge"]["customer"] == customer["id"]
+
+
+def test_events_carry_their_customer_expanded(server: EmulatorServer) -> None:
+    customers = {record["id"]: record for record in server.records("customers")}
+    kinds: Counter[str] = Counter()
+    for event in server.records("events"):
+        kind = event["type"].split(".")[0]
+        if kind == "customer":  # unchanged: the customer itself
+            assert event["data"]["object"] == customers[event["data"]["object"]["id"]]
+            continue
+        assert_expanded(event, customers)
+        kinds[kind] += 1
+    assert set(kinds) == set(EXPANDED.values())
+    # Unmatched payments have no customer: theirs stays null.
+    assert any(e["data"]["object"].get("customer", 0) is None for e in server.records("events"))
+
+
+def test_mutation_events_expand_the_customer_as_it_is_then(scratch: EmulatorServer) -> None:
+    customers = {record["id"]: record for record in scratch.records("customers")}
+    for listing, name in EXPANDED.items():
+        scratch.mutate(listing, insert=1, update=1, delete=1)
+        newest = scratch.records("events")[-3:]
+        assert [e["type"] for e in newest] == [
+            f"{name}.{a}" for a in ("created", "updated", "deleted")
+        ]
+        for event in newest:
+            assert_expanded(event, customers)
+    # An event shows the customer as it was when the event was recorded.
+    invoice = scratch.records("invoices")[0]
+    scratch.mutate("customers", update=scratch.truth()["customers"])
+    customers = {record["id"]: record for record in scratch.records("customers")}
+    scratch.mutate("invoices", update=scratch.truth()["invoices"])
+    events = [
+        event
+        for event in scratch.records("events")
+        if event["type"].startswith("invoice.") and event["data"]["object"]["id"] == invoice["id"]
+    ]
+    created, updated = events[0], events[-1]
+    assert (created["type"], updated["type"]) == ("invoice.created", "invoice.updated")
+    assert updated["data"]["object"]["customer"] == customers[invoice["customer"]]
+    assert created["data"]["object"]["customer"] != customers[invoice["customer"]]
+    assert created["data"]["object"]["customer"]["id"] == invoice["customer"]
 
 
 def test_catalog_updates_archive_and_restore(scratch: EmulatorServer) -> None:
@@ -831,19 +1162,40 @@ def test_catalog_updates_archive_and_restore(scratch: EmulatorServer) -> None:
         assert any(before[rid] != after[rid] for rid in before), listing
 
 
+def test_an_event_whose_customer_is_gone_keeps_its_id() -> None:
+    account = Dataset(scale=0.05, seed=2)
+    gone = set(account.mutate("customers", delete=account.truth()["customers"])["deleted"])
+    assert account.truth()["contacts"] == account.truth()["payment_sources"] == 0
+    account.mutate("invoices", update=5)
+    for event in account.records("events")[-5:]:
+        assert event["type"] == "invoice.updated" and event["data"]["object"]["customer"] in gone
+
+
 def test_control_api_serves_the_new_listings(scratch: EmulatorServer) -> None:
     base = scratch.url + "/_emulator"
     for listing in NEW_LISTINGS:
         assert requests.get(f"{base}/records/{listing}", timeout=10).json() == scratch.records(
             listing
         )
+    # Contacts are what the API sends (with their customer_id); payment sources get a customer.
+    http = requests.Session()
+    http.auth = (KEY, "")
     contacts = requests.get(f"{base}/records/contacts", timeout=10).json()
-    assert all(isinstance(record["customer"], int) for record in contacts)
+    contact = contacts[0]
+    assert "customer" not in contact and isinstance(contact["customer_id"], int)
+    path = f"/customers/{contact['customer_id']}/contacts/{contact['id']}"
+    assert get(http, scratch, path).json() == contact
+    sources = requests.get(f"{base}/records/payment_sources", timeout=10).json()
+    assert all(isinstance(record["customer"], int) for record in sources)
+    assert {record["chargeable"] for record in sources} == {True, False}  # hidden ones too
     plans = scratch.truth()["plans"]
     mutation = {"listing": "plans", "insert": 2, "update": 1, "delete": 1}
     result = requests.post(f"{base}/mutate", json=mutation, timeout=10).json()
-    assert all(isinstance(rid, str) for rid in result["inserted"])
+    assert all(isinstance(rid, str) for rid in result["inserted"]) and "cascaded" not in result
     assert requests.get(f"{base}/truth", timeout=10).json()["plans"] == plans + 1
+    mutation = {"listing": "customers", "delete": 3}
+    result = requests.post(f"{base}/mutate", json=mutation, timeout=10).json()
+    assert set(result["cascaded"]) == {"notes", "tasks", "contacts", "payment_sources"}
 
 
 def test_new_listings_are_deterministic() -> None:

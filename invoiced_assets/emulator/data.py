@@ -13,14 +13,28 @@ The seven original listings (customers ... credit balance adjustments) and their
 come from ``random.Random(seed)`` exactly as before the other listings existed. Plans, items,
 coupons, tax rates, notes, tasks, contacts and payment sources each draw from their own stream
 (``random.Random(f"{seed}:<listing>")``), so adding or changing them never moves a byte of the
-original records. The creation events of notes, tasks and contacts follow the original creation
-events in the same id sequence (in timestamp order among themselves); event ids therefore rise
-with time within each of the two blocks, and every later event (mutations) is newer than both.
+original records. The creation events of notes, tasks, contacts and payment sources follow the
+original creation events in the same id sequence (in timestamp order among themselves); event ids
+therefore rise with time within each of the two blocks, and every later event (mutations) is newer
+than both. Plans, items, coupons and tax rates record no events.
+
+An event's ``data.object`` carries its customer expanded, as the service's events do: for
+invoices, credit notes, estimates, payments, subscriptions, credit balance adjustments, contacts,
+notes, tasks and payment sources, ``customer`` is the customer object exactly as the customers
+listing sent it when the event was recorded (contacts, tasks and payment sources keep
+``customer_id`` beside it). The customer's bytes are shared with its row, not copied, so that the
+expansion costs an account little memory.
 
 Plans, items, coupons and tax rates have string ids (chosen by the user in the service) and are
-ordered by id as strings. Contacts and payment sources belong to a customer and are served under
-``/customers/{id}/``; they are stored once per listing (for truth and records) and indexed per
-customer (for serving).
+ordered by id as strings. Contacts (which carry ``customer_id``) and payment sources (which name
+no customer) are served only under ``/customers/{id}/``; notes and tasks both at the top level
+and under their customer, and notes also under their invoice. Each of those listings is stored
+once (for truth, records and top-level listings) and indexed per parent (for serving). Deleting a
+customer deletes its contacts, notes, tasks and payment sources, and deleting an invoice its
+notes, as the service's foreign keys do: without an event for any of them.
+
+Payment sources that can no longer be charged (``chargeable: false``, with a ``failure_reason``)
+are stored like the others; the server hides them unless asked.
 """
 
 from __future__ import annotations
@@ -58,7 +72,8 @@ LISTINGS: tuple[str, ...] = (
 """Listings the emulator serves, in dependency order (events last: they wrap the others).
 
 `contacts` and `payment_sources` are served per customer, as /customers/{id}/contacts and
-/customers/{id}/payment_sources; every other listing is served at /<listing>.
+/customers/{id}/payment_sources; every other listing is served at /<listing> (notes and tasks
+also under their parents: see CHILDREN).
 """
 
 RECORD_LISTINGS: tuple[str, ...] = LISTINGS[:-1]
@@ -73,13 +88,39 @@ ARCHIVABLE_LISTINGS: frozenset[str] = frozenset({"plans", "items"})
 """Listed unarchived by default; `archived=1` lists only the archived rows."""
 
 CUSTOMER_LISTINGS: tuple[str, ...] = ("contacts", "payment_sources")
-"""Served under /customers/{id}/; their records carry no `customer` attribute on the wire."""
+"""Served only under /customers/{id}/ (listed and retrieved there), never at the top level."""
 
 TOP_LEVEL_LISTINGS: tuple[str, ...] = tuple(
     listing for listing in LISTINGS if listing not in CUSTOMER_LISTINGS
 )
 
-EVENTLESS_LISTINGS: frozenset[str] = frozenset({*CATALOG_LISTINGS, "payment_sources"})
+ANONYMOUS_LISTINGS: frozenset[str] = frozenset({"payment_sources"})
+"""Records that do not name their customer on the wire: records() and events add it."""
+
+PARENTS: dict[str, str] = {"customers": "customer", "invoices": "invoice"}
+"""Listings other rows belong to, and the Row attribute that names a row's parent."""
+
+CHILDREN: dict[str, tuple[str, ...]] = {
+    "customers": ("notes", "tasks", "contacts", "payment_sources"),
+    "invoices": ("notes",),
+}
+"""What belongs to a customer or an invoice: listed under /<parent>/{id}/<child>, and deleted
+with its parent by the service's foreign keys, so without events. A customer's notes include
+those on its invoices (a note names the customer of its invoice)."""
+
+INDEXES: tuple[tuple[str, str], ...] = tuple(
+    (child, PARENTS[parent]) for parent, children in CHILDREN.items() for child in children
+)
+"""(listing, parent attribute) pairs indexed per parent id."""
+
+EVENTLESS_LISTINGS: frozenset[str] = frozenset(CATALOG_LISTINGS)
+
+EXPANDED_LISTINGS: frozenset[str] = frozenset(
+    listing
+    for listing in RECORD_LISTINGS
+    if listing != "customers" and listing not in EVENTLESS_LISTINGS
+)
+"""Listings whose events carry their customer expanded in `data.object`."""
 
 OBJECT_NAMES: dict[str, str] = {
     "customers": "customer",
@@ -247,12 +288,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "contacts": (
         "id", "object", "name", "title", "email", "phone", "primary", "sms_enabled",
         "department", "address1", "address2", "city", "state", "postal_code", "country",
-        "updated_at", "created_at",
+        "updated_at", "created_at", "customer_id",
     ),
     # Cards and bank accounts together (each record has its own kind's attributes only).
     "payment_sources": (
         "id", "object", "brand", "last4", "exp_month", "exp_year", "funding", "bank_name",
-        "routing_number", "verified", "updated_at", "currency",
+        "routing_number", "verified", "updated_at", "currency", "chargeable", "failure_reason",
     ),
     "events": ("id", "object", "type", "timestamp", "data"),
 }  # fmt: skip
@@ -322,22 +363,33 @@ class Row:
     """One stored record: its serialized forms plus the few fields listings filter on often.
 
     `id` is a string for plans, items, coupons and tax rates. `customer` is the customer a record
-    belongs to (a task's `customer_id`; the parent of a contact or payment source, whose bytes do
-    not carry it). `archived` is set for plans and items.
+    belongs to (a task's or contact's `customer_id`; the parent of a payment source, whose bytes
+    do not carry it). `invoice` is the invoice a note is on. `archived` is set for plans and
+    items.
+
+    `body` is the record's bytes, or for an event the pieces they are joined from: an event
+    shares its customer's bytes with the customer's row instead of copying them.
     """
 
     id: Any
-    blob: bytes
+    body: bytes | tuple[bytes, ...]
     created_at: int
     updated_at: int | None
     date: int | None = None
     status: str | None = None
     customer: int | None = None
+    invoice: int | None = None
     public: bytes | None = None
     event_type: str | None = None
     subject: str | None = None
     subject_id: Any = None
     archived: bool | None = None
+
+    @property
+    def blob(self) -> bytes:
+        """The full record, as retrieval sends it."""
+        body = self.body
+        return body if isinstance(body, bytes) else b"".join(body)
 
     @property
     def listing_blob(self) -> bytes:
@@ -350,7 +402,7 @@ class Row:
 
     @property
     def with_customer(self) -> bytes:
-        """The bytes with `"customer":<id>` appended: a contact or payment source and its parent."""
+        """The bytes with `"customer":<id>` appended: a payment source and its customer."""
         return self.blob[:-1] + b',"customer":' + str(self.customer).encode("ascii") + b"}"
 
 
@@ -403,32 +455,62 @@ class Table:
 def record_row(listing: str, record: dict[str, Any], parent: int | None = None) -> Row:
     """Serialize a record into a Row, extracting the hot filter fields.
 
-    `parent`: the customer of a contact or payment source (not an attribute of theirs).
+    `parent`: the customer of a payment source (not an attribute of theirs).
     """
     public = None
     if listing == "payments":
         public = dumps({k: v for k, v in record.items() if k != "applied_to"})
     if listing == "customers":
         customer = record["id"]
-    elif listing in CUSTOMER_LISTINGS:
+    elif listing in ANONYMOUS_LISTINGS:
         customer = parent
-    elif listing == "tasks":
+    elif listing in ("tasks", "contacts"):
         customer = record["customer_id"]
     else:
         customer = record.get("customer")
     updated_at = record.get("updated_at")
     return Row(
         id=record["id"],
-        blob=dumps(record),
+        body=dumps(record),
         # Payment sources carry only `updated_at`: it stands in for their creation time.
         created_at=record.get("created_at", updated_at),
         updated_at=updated_at,
         date=record.get("date"),
         status=record.get("status"),
         customer=customer,
+        invoice=record.get("invoice") if listing == "notes" else None,
         public=public,
         archived=record.get("archived"),
     )
+
+
+def expanded_object(listing: str, subject: Row, customer: bytes | None) -> tuple[bytes, ...]:
+    """A record's bytes with its customer expanded, as pieces to join (no JSON round trip).
+
+    `customer` is the customer's bytes, or None to keep the id (customer events, no customer,
+    a customer that is gone). Documents, payments, adjustments and notes have a `customer` id
+    to replace; contacts and tasks get `customer` added beside their `customer_id`; payment
+    sources, which name no customer, get both added.
+    """
+    blob = subject.blob
+    if subject.customer is None or listing not in EXPANDED_LISTINGS:
+        return (blob,)
+    cid = str(subject.customer).encode("ascii")
+    expansion = customer if customer is not None else cid
+    if listing in ANONYMOUS_LISTINGS:
+        return (blob[:-1] + b',"customer_id":' + cid + b',"customer":', expansion, b"}")
+    if listing in ("contacts", "tasks"):
+        return (blob[:-1] + b',"customer":', expansion, b"}")
+    # A payment's `charge` names the customer too and comes before it (applied_to, after it,
+    # names none), so the top-level key is the last occurrence; elsewhere nothing nested
+    # precedes the key, so it is the first. A key cannot occur inside a JSON string, where the
+    # quotes are escaped.
+    key = b'"customer":' + cid
+    start = blob.rfind(key) if listing == "payments" else blob.find(key)
+    end = start + len(key)
+    if start < 0 or blob[end : end + 1] not in (b",", b"}"):
+        raise ValueError(f"{listing} {subject.id}: no top-level customer {subject.customer}")
+    return (blob[: start + len(b'"customer":')], expansion, blob[end:])
 
 
 def event_row(
@@ -438,11 +520,13 @@ def event_row(
     timestamp: int,
     subject: Row,
     previous: dict[str, Any] | None = None,
+    customer: bytes | None = None,
 ) -> Row:
     """Wrap a record's bytes in an event without parsing it again.
 
-    A contact's event carries its customer inside `data.object`, so that a client knows whose
-    contact changed (the contact itself has no such attribute).
+    `customer`: the bytes of the subject's customer as the customers listing sends them at this
+    moment, expanded into `data.object` (see `expanded_object`); the event keeps that very bytes
+    object, which the customer's row shares until the customer changes.
     """
     event_type = f"{EVENT_OBJECTS[listing]}.{action}"
     head = (
@@ -450,10 +534,15 @@ def event_row(
         f'"timestamp":{timestamp},"data":{{"object":'
     ).encode("ascii")
     tail = b"}}" if previous is None else b',"previous":' + dumps(previous) + b"}}"
-    body = subject.with_customer if listing in CUSTOMER_LISTINGS else subject.blob
+    pieces = expanded_object(listing, subject, customer)
+    body: bytes | tuple[bytes, ...]
+    if len(pieces) == 1:
+        body = head + pieces[0] + tail
+    else:  # the customer's bytes stay a piece of their own
+        body = (head + pieces[0], *pieces[1:-1], pieces[-1] + tail)
     return Row(
         id=event_id,
-        blob=head + body + tail,
+        body=body,
         created_at=timestamp,
         updated_at=None,
         date=timestamp,
@@ -1756,8 +1845,10 @@ CONTACT_TITLES = (None, None, "CFO", "AP Clerk", "Buchhaltung", "Office Manager"
 CONTACT_DEPARTMENTS = (None, None, None, "Finance", "Accounts Payable", "Einkauf")
 
 
-def make_contact(g: Gen, rid: int, created: int, primary: bool = False) -> dict[str, Any]:
-    """A contact like samples/contacts.object.json (its customer is not an attribute)."""
+def make_contact(
+    g: Gen, rid: int, created: int, customer: int, primary: bool = False
+) -> dict[str, Any]:
+    """A contact like samples/contacts.object.json, plus the `customer_id` the service sends."""
     name = _person_name(g)
     has_address = g.chance(0.3)
     address1, city, state, postal_code, country = g.rng.choice(ADDRESSES)
@@ -1779,20 +1870,42 @@ def make_contact(g: Gen, rid: int, created: int, primary: bool = False) -> dict[
         "country": country if has_address else None,
         "updated_at": g.updated(created),
         "created_at": created,
+        "customer_id": customer,
     }
 
 
+# Why a source can no longer be charged, per kind (in the words card and ACH gateways use).
+FAILURE_REASONS: dict[str, tuple[str, ...]] = {
+    "card": (
+        "Your card was declined.",
+        "Your card has expired.",
+        "Your card has insufficient funds.",
+        "Your card's security code is incorrect.",
+    ),
+    "bank_account": (
+        "The bank account could not be verified.",
+        "The bank account has been closed.",
+        "The payment was returned: insufficient funds (R01).",
+    ),
+}
+UNCHARGEABLE_SHARE = 0.15  # enough that at scale 1 and 5 several customers have hidden sources
+
+
+def set_chargeable(g: Gen, source: dict[str, Any], chargeable: bool) -> None:
+    """`chargeable` and its `failure_reason` (null while the source can be charged)."""
+    source["chargeable"] = chargeable
+    source["failure_reason"] = (
+        None if chargeable else g.rng.choice(FAILURE_REASONS[source["object"]])
+    )
+
+
 def make_payment_source(g: Gen, rid: int, created: int) -> dict[str, Any]:
-    """A card (samples/sources.cards.object.json) or a bank account (.bank_accounts.)."""
+    """A card (samples/sources.cards.object.json) or a bank account (.bank_accounts.), with
+    `chargeable` and `failure_reason` as the card in samples/events.object.json has them."""
     source = _card(g, created) if g.chance(0.65) else _bank_account(g, created)
     source["id"] = rid  # ids are unique across both kinds
+    set_chargeable(g, source, not g.chance(UNCHARGEABLE_SHARE))
     return source
-
-
-CHILD_MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
-    "contacts": make_contact,
-    "payment_sources": make_payment_source,
-}
 
 
 MAKERS: dict[str, Callable[[Gen, int, int], dict[str, Any]]] = {
@@ -1935,8 +2048,12 @@ def update_contact(g: Gen, contact: dict[str, Any]) -> None:
 
 
 def update_payment_source(g: Gen, source: dict[str, Any]) -> None:
-    """A card gets a new expiry; a bank account is verified (or unverified)."""
-    if source["object"] == "card":
+    """A card gets a new expiry; a bank account is verified (or unverified). A third of the
+    updates flip `chargeable` instead: a source that fails is hidden from its customer's
+    listing, and one that is fixed (a new card number, a re-verified account) shows again."""
+    if g.chance(0.35):
+        set_chargeable(g, source, not source["chargeable"])
+    elif source["object"] == "card":
         source["exp_month"] = g.rng.randint(1, 12)
         source["exp_year"] = int(source["exp_year"]) + g.rng.randint(1, 4)
     else:
@@ -2007,8 +2124,10 @@ class Dataset:
         self.seed = seed
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {listing: Table(listing) for listing in LISTINGS}
-        # Contacts and payment sources again, per customer id: what /customers/{id}/... serve.
-        self.children: dict[str, dict[int, Table]] = {listing: {} for listing in CUSTOMER_LISTINGS}
+        # The children of customers and invoices again, per (listing, parent attribute) and
+        # parent id: what /customers/{id}/... and /invoices/{id}/notes serve, and what a
+        # parent's deletion takes with it.
+        self.indexes: dict[tuple[str, str], dict[Any, Table]] = {index: {} for index in INDEXES}
         self._gen = Gen(random.Random(seed))
         self._gen.customer_ids = self.tables["customers"].ids
         self._gen.pool = self._pool
@@ -2066,7 +2185,10 @@ class Dataset:
             g.subscription_refs.append((record["created_at"], record["id"], record["customer"]))
 
     def _generate_events(self) -> None:
-        """One `<object>.created` event per record, ids increasing with time."""
+        """One `<object>.created` event per record, ids increasing with time.
+
+        The customers they expand are as generated: every customer exists by then.
+        """
         order = {listing: index for index, listing in enumerate(GENERATION_ORDER)}
         subjects = sorted(
             (row.created_at, order[listing], row.id, listing)
@@ -2077,7 +2199,8 @@ class Dataset:
         event_id = FIRST_IDS["events"]
         for created, _order, rid, listing in subjects:
             subject = self.tables[listing].rows[rid]
-            events.add(event_row(event_id, listing, "created", created, subject))
+            customer = self._customer_bytes(listing, subject)
+            events.add(event_row(event_id, listing, "created", created, subject, None, customer))
             event_id += self._gen.rng.choice((1, 1, 2, 5))
 
     def _stream(self, name: str, customer_created: list[int] | None = None) -> Gen:
@@ -2104,9 +2227,9 @@ class Dataset:
             created_list = sorted(
                 g.rng.randint(START_TS + 30 * DAY, END_TS - DAY) for _ in range(counts[listing])
             )
-            rid, table = FIRST_IDS[listing], self.tables[listing]
+            rid = FIRST_IDS[listing]
             for created in created_list:
-                table.add(record_row(listing, MAKERS[listing](g, rid, created)))
+                self._store(listing, record_row(listing, MAKERS[listing](g, rid, created)))
                 rid += g.rng.choice((1, 1, 1, 2, 3))
         self._generate_children("contacts", CONTACTS_PER_CUSTOMER)
         self._generate_children("payment_sources", SOURCES_PER_CUSTOMER)
@@ -2145,7 +2268,7 @@ class Dataset:
             for index in range(g.rng.choice(per_customer)):
                 created = born if index == 0 else g.rng.randint(born, END_TS - DAY)
                 if listing == "contacts":
-                    record = make_contact(g, 0, created, primary=index == 0)
+                    record = make_contact(g, 0, created, customer, primary=index == 0)
                 else:
                     record = make_payment_source(g, 0, created)
                 pending.append((created, customer, index, record))
@@ -2155,12 +2278,13 @@ class Dataset:
             record["id"] = rid
             if listing == "contacts" and record["email"] is not None:
                 record["email"] = _email(record["name"], rid)
-            self._add_child(listing, record_row(listing, record, parent=customer))
+            self._store(listing, record_row(listing, record, parent=customer))
             rid += g.rng.choice((1, 1, 1, 2, 3))
 
     def _generate_extra_events(self) -> None:
-        """Creation events of notes, tasks and contacts, in time order, after the original ones."""
-        evented = ("notes", "tasks", "contacts")
+        """Creation events of notes, tasks, contacts and payment sources, in time order, after
+        the original ones."""
+        evented = ("notes", "tasks", "contacts", "payment_sources")
         order = {listing: index for index, listing in enumerate(evented)}
         subjects = sorted(
             (row.created_at, order[listing], row.id, listing)
@@ -2172,43 +2296,80 @@ class Dataset:
         event_id = events.max_id() + rng.choice((1, 1, 2, 5))
         for created, _order, rid, listing in subjects:
             subject = self.tables[listing].rows[rid]
-            events.add(event_row(event_id, listing, "created", created, subject))
+            customer = self._customer_bytes(listing, subject)
+            events.add(event_row(event_id, listing, "created", created, subject, None, customer))
             event_id += rng.choice((1, 1, 2, 5))
 
-    # -- customers' contacts and payment sources --------------------------------------------
+    # -- storage with the per-parent indexes -----------------------------------------------
 
-    def _add_child(self, listing: str, row: Row) -> None:
+    def _store(self, listing: str, row: Row) -> None:
+        """Add a row whose id is above every id so far, to its table and its parents' indexes."""
         self.tables[listing].add(row)
-        children = self.children[listing]
-        if row.customer not in children:
-            children[row.customer] = Table(listing)
-        children[row.customer].add(row)
+        for parent in PARENTS.values():
+            self._index_add(listing, parent, row)
 
-    def _replace_child(self, listing: str, row: Row) -> None:
-        self.tables[listing].replace(row)
-        self.children[listing][row.customer].replace(row)
+    def _restore(self, listing: str, row: Row) -> None:
+        """Replace a row (same id) in its table and its parents' indexes."""
+        table = self.tables[listing]
+        old = table.rows[row.id]
+        table.replace(row)
+        for parent in PARENTS.values():
+            children = self.indexes.get((listing, parent))
+            if children is None:
+                continue
+            if getattr(old, parent) == getattr(row, parent):
+                if getattr(row, parent) is not None:
+                    children[getattr(row, parent)].replace(row)
+            else:  # moved to another parent: out of one index table, into the other
+                if getattr(old, parent) is not None:
+                    children[getattr(old, parent)].remove(row.id)
+                self._index_add(listing, parent, row, anywhere=True)
 
-    def _remove_child(self, listing: str, rid: int) -> Row:
-        # An emptied per-customer table stays: its version keeps counting for the Pager's caches.
+    def _unstore(self, listing: str, rid: Any) -> Row:
+        """Remove a row from its table and its parents' indexes."""
         row = self.tables[listing].remove(rid)
-        self.children[listing][row.customer].remove(rid)
+        for parent in PARENTS.values():
+            children = self.indexes.get((listing, parent))
+            # An emptied index table stays: its version keeps counting for the Pager's caches.
+            if children is not None and getattr(row, parent) is not None:
+                children[getattr(row, parent)].remove(rid)
         return row
 
-    def child_table(self, listing: str, customer: int) -> Table | None:
-        """A customer's contacts or payment sources; None when there is no such customer.
+    def _index_add(self, listing: str, parent: str, row: Row, anywhere: bool = False) -> None:
+        children = self.indexes.get((listing, parent))
+        key = getattr(row, parent)
+        if children is None or key is None:
+            return
+        if key not in children:
+            children[key] = Table(listing)
+        if anywhere:
+            children[key].insert(row)
+        else:
+            children[key].add(row)
 
-        Call with `lock` held; the table is live (do not keep it past the lock).
+    def children(self, listing: str, parent: str, parent_id: Any) -> Table:
+        """The rows of `listing` whose `parent` ("customer" or "invoice") is `parent_id`.
+
+        An empty table when there are none, whether or not the parent exists: the service does
+        not look the parent up. A customer's notes include those on its invoices. Call with
+        `lock` held; the table is live (do not keep it past the lock).
         """
-        if customer not in self.tables["customers"].rows:
-            return None
-        table = self.children[listing].get(customer)
+        table = self.indexes[(listing, parent)].get(parent_id)
         return table if table is not None else Table(listing)
+
+    def _customer_bytes(self, listing: str, subject: Row) -> bytes | None:
+        """The bytes the customers listing sends now for the customer an event expands."""
+        if listing not in EXPANDED_LISTINGS or subject.customer is None:
+            return None
+        customer = self.tables["customers"].rows.get(subject.customer)
+        # Gone (a document outlives its deleted customer): the event keeps the id.
+        return customer.listing_blob if customer is not None else None
 
     # -- reading ---------------------------------------------------------------------------
 
     def truth(self) -> dict[str, int]:
         """Row count of every listing, everything included: archived plans and items too, and
-        contacts and payment sources of every customer."""
+        contacts and payment sources (hidden ones too) of every customer."""
         with self.lock:
             return {listing: len(self.tables[listing]) for listing in LISTINGS}
 
@@ -2220,12 +2381,13 @@ class Dataset:
     def records_bytes(self, listing: str) -> bytes:
         """Every record of a listing, full form, by ascending id, as one JSON array.
 
-        Contacts and payment sources come as the API sends them plus a `"customer": <id>` key
-        (last) naming the customer they are listed under, which the API does not send.
+        Records are exactly what the API sends, but for payment sources, which come with a
+        `"customer": <id>` key (last) naming the customer they are listed under, which the API
+        does not send. Contacts carry their `customer_id` themselves.
         """
         with self.lock:
             table = self.table(listing)
-            if listing in CUSTOMER_LISTINGS:
+            if listing in ANONYMOUS_LISTINGS:
                 blobs = [table.rows[rid].with_customer for rid in table.ids]
             else:
                 blobs = [table.rows[rid].blob for rid in table.ids]
@@ -2235,8 +2397,9 @@ class Dataset:
         """Every record of a listing as parsed JSON, full form, by ascending id.
 
         Ids are strings for plans, items, coupons and tax rates (sorted as strings). Plans and
-        items include the archived ones (`archived: true`). Contacts and payment sources are
-        those of every customer, each with an added `"customer"` key (see `records_bytes`).
+        items include the archived ones (`archived: true`), payment sources the hidden ones
+        (`chargeable: false`). Payment sources are those of every customer, each with an added
+        `"customer"` key (see `records_bytes`).
         """
         return json.loads(self.records_bytes(listing))
 
@@ -2254,7 +2417,10 @@ class Dataset:
             return
         events = self.tables["events"]
         event_id = events.max_id() + 1
-        events.add(event_row(event_id, listing, action, timestamp, subject, **kw))
+        customer = self._customer_bytes(listing, subject)
+        events.add(
+            event_row(event_id, listing, action, timestamp, subject, customer=customer, **kw)
+        )
 
     def _mutation_gen(self, listing: str) -> Gen:
         """The original listings share one mutation stream (as they always have); each newer
@@ -2269,14 +2435,16 @@ class Dataset:
 
     def mutate(
         self, listing: str, *, insert: int = 0, update: int = 0, delete: int = 0
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, Any]:
         """Insert, update and delete records of one listing, recording their events.
 
         Which records change depends only on the seed and the sequence of calls. Contacts and
-        payment sources are inserted on random existing customers; deleting a customer deletes
-        its contacts (with `contact.deleted` events) and payment sources. Plans, items, coupons,
-        tax rates and payment sources record no events; updating plans or items may archive or
-        restore them.
+        payment sources are inserted on random existing customers. Deleting a customer deletes
+        its contacts, notes (those on its invoices too), tasks and payment sources, and deleting
+        an invoice its notes, with no event for any of them (the service's foreign keys do it);
+        the answer then lists them under "cascaded", by listing. Plans, items, coupons and tax
+        rates record no events; updating plans or items may archive or restore them, updating
+        payment sources may make them unchargeable (hidden) or chargeable again.
         """
         if listing not in RECORD_LISTINGS:
             raise ValueError(
@@ -2293,8 +2461,12 @@ class Dataset:
             updated = self._update(g, listing, existing, update, timestamp)
             changed = set(updated)
             untouched = [rid for rid in existing if rid not in changed]
-            deleted = self._delete(g, listing, untouched, delete, timestamp)
-        return {"inserted": inserted, "updated": updated, "deleted": deleted}
+            cascaded: dict[str, list[Any]] = {child: [] for child in CHILDREN.get(listing, ())}
+            deleted = self._delete(g, listing, untouched, delete, timestamp, cascaded)
+        result: dict[str, Any] = {"inserted": inserted, "updated": updated, "deleted": deleted}
+        if listing in CHILDREN:
+            result["cascaded"] = {child: sorted(ids) for child, ids in cascaded.items()}
+        return result
 
     def _insert(self, g: Gen, listing: str, count: int, timestamp: int) -> list[Any]:
         if listing in CATALOG_LISTINGS:
@@ -2311,7 +2483,7 @@ class Dataset:
             if listing == "subscriptions":
                 self._activate(record)
             row = record_row(listing, record)
-            table.add(row)
+            self._store(listing, row)
             self._add_event(listing, "created", timestamp, row)
             ids.append(rid)
         return ids
@@ -2334,13 +2506,13 @@ class Dataset:
             customer = g.rng.choice(customers)
             rid = table.max_id() + g.rng.choice((1, 1, 2))
             if listing == "contacts":
-                primary = not self.children[listing].get(customer)
-                record = make_contact(g, rid, timestamp, primary=primary)
+                primary = not self.children(listing, "customer", customer)
+                record = make_contact(g, rid, timestamp, customer, primary=primary)
                 record["updated_at"] = timestamp
             else:
                 record = make_payment_source(g, rid, timestamp)
             row = record_row(listing, record, parent=customer)
-            self._add_child(listing, row)
+            self._store(listing, row)
             self._add_event(listing, "created", timestamp, row)
             ids.append(rid)
         return ids
@@ -2360,11 +2532,9 @@ class Dataset:
             old = current.parse()
             new = current.parse()
             update_record(g, listing, new, timestamp)
+            # A child's customer is left as it was (its parent is not an attribute it changes).
             row = record_row(listing, new, parent=current.customer)
-            if listing in CUSTOMER_LISTINGS:
-                self._replace_child(listing, row)  # the customer itself is left as it was
-            else:
-                table.replace(row)
+            self._restore(listing, row)
             self._add_event(listing, "updated", timestamp, row, previous=changed_fields(old, new))
         return chosen
 
@@ -2384,27 +2554,32 @@ class Dataset:
         return referenced
 
     def _delete(
-        self, g: Gen, listing: str, pool: list[Any], count: int, timestamp: int
+        self,
+        g: Gen,
+        listing: str,
+        pool: list[Any],
+        count: int,
+        timestamp: int,
+        cascaded: dict[str, list[Any]],
     ) -> list[Any]:
         protected = self._protected(listing) if count else set()
         free = [rid for rid in pool if rid not in protected]
         candidates = free if len(free) >= count else pool
         chosen = sorted(g.rng.sample(candidates, min(count, len(candidates))))
-        table = self.tables[listing]
         for rid in chosen:
-            if listing in CUSTOMER_LISTINGS:
-                row = self._remove_child(listing, rid)
-            else:
-                row = table.remove(rid)
+            row = self._unstore(listing, rid)
             self._add_event(listing, "deleted", timestamp, row)
-            if listing == "customers":
-                self._delete_children(rid, timestamp)
+            if listing in CHILDREN:
+                self._delete_children(listing, rid, cascaded)
         return chosen
 
-    def _delete_children(self, customer: int, timestamp: int) -> None:
-        """A deleted customer's contacts and payment sources go with it."""
-        for listing in CUSTOMER_LISTINGS:
-            children = self.children[listing].get(customer)
-            for rid in list(children.ids) if children is not None else []:
-                row = self._remove_child(listing, rid)
-                self._add_event(listing, "deleted", timestamp, row)
+    def _delete_children(self, listing: str, rid: Any, cascaded: dict[str, list[Any]]) -> None:
+        """A deleted customer's contacts, notes, tasks and payment sources (an invoice's notes)
+        go with it, as the service's foreign keys take them: no events. `cascaded` collects
+        their ids per listing."""
+        parent = PARENTS[listing]
+        for child in CHILDREN[listing]:
+            children = self.indexes[(child, parent)].get(rid)
+            for child_id in list(children.ids) if children is not None else []:
+                self._unstore(child, child_id)
+                cascaded[child].append(child_id)

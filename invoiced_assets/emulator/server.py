@@ -10,8 +10,20 @@ payments; and a cap on concurrent requests per key answered with 429 and no Retr
 
 Plans, items, coupons and tax rates have string ids (pages continue after the last id string)
 and ignore `updated_after`; plans and items list only unarchived rows unless `archived=1`, which
-lists only the archived ones. Contacts and payment sources are listed (and retrieved) per
-customer under /customers/{id}/, a 404 for a customer that does not exist.
+lists only the archived ones.
+
+Per-customer and per-invoice listings answer as the service's routes do:
+- `/customers/{id}/contacts`, `/customers/{id}/notes`, `/customers/{id}/tasks` and
+  `/invoices/{id}/notes` never look the parent up: a customer or invoice that does not exist (or
+  was deleted) has `200 []`. A customer's notes are its own (not those on its invoices), newest
+  first whatever `sort` says. A contact is retrieved at `/customers/{id}/contacts/{contact}`.
+- `/customers/{id}/payment_sources` does look the customer up (404 `Customer was not found:
+  <id>`). Its body is never sliced: every page holds every matching source, while
+  `X-Total-Count` and `Link` are computed as for any listing. Sources that cannot be charged
+  are hidden unless `include_hidden` is truthy.
+- Any other path is 404 `Request was not recognized: GET <path>`: a wrong request, not a
+  missing customer. Contacts and payment sources have no top-level listing; `/notes` and
+  `/tasks` list every note and task.
 
 `/_emulator/*` is the unauthenticated control API (truth, records, mutations, faults, stats) for
 other processes; faults, latency and the concurrency cap never apply to it.
@@ -43,6 +55,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from invoiced_assets.emulator.data import (
     ARCHIVABLE_LISTINGS,
     CATALOG_LISTINGS,
+    CHILDREN,
     CUSTOMER_LISTINGS,
     DATED_LISTINGS,
     EVENT_OBJECTS,
@@ -50,6 +63,7 @@ from invoiced_assets.emulator.data import (
     HUMAN_NAMES,
     LISTINGS,
     NESTED_FIELDS,
+    PARENTS,
     TOP_LEVEL_LISTINGS,
     Dataset,
     Row,
@@ -231,6 +245,11 @@ def php_int(text: str | None) -> int:
 def php_truthy(text: str | None) -> bool:
     """PHP's truthiness of a query string value."""
     return text not in (None, "", "0")
+
+
+def parent_id(raw_id: str) -> int | None:
+    """The id of a parent in a path (`/customers/{id}/...`); None when it cannot be one."""
+    return int(raw_id) if raw_id.isdigit() else None
 
 
 def split_param(name: str) -> tuple[str, str | None]:
@@ -454,6 +473,9 @@ def parse_list_query(listing: str, params: dict[str, str]) -> ListQuery:
         query.predicates += archived_predicates(params)
     if listing == "events":
         query.predicates += event_predicates(params)
+    if listing == "payment_sources" and not php_truthy(params.get("include_hidden")):
+        # Sources that can no longer be charged; a customer has at most a few, parsed cheaply.
+        query.predicates.append(lambda v: v.get("chargeable") is not False)
     query.include_applied_to = "applied_to" in params.get("include", "").split(",")
     return query
 
@@ -547,6 +569,13 @@ class Pager:
         else:
             selected = self._cursor_page(listing, table, query, walk, descending)
         return selected, self._total(listing, table, query, walk)
+
+    def every(
+        self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...]
+    ) -> tuple[list[Row], int]:
+        """(every matching row, X-Total-Count): the unsliced body of a customer's payment
+        sources, whose count is computed (and cached) as page() computes it."""
+        return sorted_rows(listing, table, query), self._total(listing, table, query, walk)
 
     def _cursor_page(
         self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...], desc: bool
@@ -853,7 +882,9 @@ class EmulatorServer:
 
     def mutate(
         self, listing: str, *, insert: int = 0, update: int = 0, delete: int = 0
-    ) -> dict[str, list[int]]:
+    ) -> dict[str, Any]:
+        """See Dataset.mutate: inserted, updated and deleted ids, and for customers and
+        invoices the ids of the rows their deletions took with them ("cascaded")."""
         return self.dataset.mutate(listing, insert=insert, update=update, delete=delete)
 
     @property
@@ -947,26 +978,35 @@ class EmulatorServer:
                 return self._retrieve(segments[0], segments[1], params)
             if (
                 method == "GET"
-                and segments[0] == "customers"
                 and len(segments) in (3, 4)
-                and segments[2] in CUSTOMER_LISTINGS
+                and segments[2] in CHILDREN.get(segments[0], ())
             ):
-                parent = self._customer_id(segments[1])
+                parent = (PARENTS[segments[0]], segments[1])
                 if len(segments) == 3:
                     return self._list(segments[2], path, params, headers, key, parent)
-                return self._retrieve(segments[2], segments[3], params, parent)
+                if segments[0] == "customers" and segments[2] in CUSTOMER_LISTINGS:
+                    return self._retrieve(segments[2], segments[3], params, parent)
             raise ApiError(404, f"Request was not recognized: {method} {path}")
         except ApiError as error:
             return error.response()
 
-    def _customer_id(self, raw_id: str) -> int:
-        """The id of an existing customer, else the 404 the service answers."""
-        rid = int(raw_id) if raw_id.isdigit() else None
-        with self.dataset.lock:
-            exists = rid is not None and rid in self.dataset.table("customers").rows
-        if not exists or rid is None:
+    def _require_customer(self, raw_id: str) -> None:
+        """The 404 the service answers for a customer that does not exist (call with the
+        dataset lock held, so that the customer cannot vanish before its rows are chosen)."""
+        rid = parent_id(raw_id)
+        if rid is None or rid not in self.dataset.table("customers").rows:
             raise ApiError(404, f"{HUMAN_NAMES['customers']} was not found: {unquote(raw_id)}")
-        return rid
+
+    def _children(self, listing: str, parent: tuple[str, str]) -> Table:
+        """The rows of `listing` under a parent (call with the dataset lock held).
+
+        Only payment sources look their customer up; the other routes answer what they find,
+        nothing for a parent that does not exist.
+        """
+        attribute, raw_id = parent
+        if listing == "payment_sources":
+            self._require_customer(raw_id)
+        return self.dataset.children(listing, attribute, parent_id(raw_id))
 
     def _list(
         self,
@@ -975,24 +1015,30 @@ class EmulatorServer:
         params: dict[str, str],
         headers: dict[str, str],
         key: str,
-        parent: int | None = None,
+        parent: tuple[str, str] | None = None,
     ) -> Response:
-        """A page of a listing; of one customer's contacts or payment sources with `parent`."""
-        query = parse_list_query(listing, params)
+        """A page of a listing, or with `parent` ("customer" or "invoice", and its id as in the
+        path) of the rows under that parent."""
+        own_notes = listing == "notes" and parent is not None and parent[0] == "customer"
+        # A customer's notes are newest first whatever `sort` says (an invalid one included).
+        query_params = {k: v for k, v in params.items() if k != "sort"} if own_notes else params
+        query = parse_list_query(listing, query_params)
+        if own_notes:
+            query.sort = [("id", True)]
+            query.predicates.append(lambda v: v.row.invoice is None)  # not its invoices' notes
         # A walk is one key's sequence of pages of one path with the same other parameters,
         # compared as the service compares them: in any order, per_page by its clamped value
         # (the Link URLs omit per_page=100 that a first request may have spelled out).
         others = sorted((k, v) for k, v in params.items() if k not in ("page", "per_page"))
         walk = (key, path, query.per_page, tuple(others))
         with self.dataset.lock:
-            if parent is None:
-                table = self.dataset.table(listing)
+            table = (
+                self.dataset.table(listing) if parent is None else self._children(listing, parent)
+            )
+            if listing == "payment_sources":  # every page holds every source
+                rows, total = self._pager.every(listing, table, query, walk)
             else:
-                child_table = self.dataset.child_table(listing, parent)
-                if child_table is None:  # deleted since the route checked it
-                    raise ApiError(404, f"{HUMAN_NAMES['customers']} was not found: {parent}")
-                table = child_table
-            rows, total = self._pager.page(listing, table, query, walk)
+                rows, total = self._pager.page(listing, table, query, walk)
         full = listing == "payments" and query.include_applied_to
         body = b"[" + b",".join(row.blob if full else row.listing_blob for row in rows) + b"]"
         host = headers.get("host") or f"{self.host}:{self.port}"
@@ -1000,16 +1046,23 @@ class EmulatorServer:
         return Response(200, body, headers=[("X-Total-Count", str(total)), ("Link", link)])
 
     def _retrieve(
-        self, listing: str, raw_id: str, params: dict[str, str], parent: int | None = None
+        self,
+        listing: str,
+        raw_id: str,
+        params: dict[str, str],
+        parent: tuple[str, str] | None = None,
     ) -> Response:
         """One record by id (a string id for the catalog's listings; with `parent`, only a
-        contact or payment source of that customer)."""
+        contact or payment source of that customer, the payment source's customer looked up
+        first)."""
         rid: Any = unquote(raw_id) if listing in CATALOG_LISTINGS else None
         if rid is None and raw_id.isdigit():
             rid = int(raw_id)
         with self.dataset.lock:
+            if parent is not None and listing == "payment_sources":
+                self._require_customer(parent[1])
             row = self.dataset.table(listing).rows.get(rid) if rid is not None else None
-        if row is not None and parent is not None and row.customer != parent:
+        if row is not None and parent is not None and row.customer != parent_id(parent[1]):
             row = None
         if row is None:
             raise ApiError(404, f"{HUMAN_NAMES[listing]} was not found: {unquote(raw_id)}")
