@@ -162,6 +162,28 @@ def run_cli() -> tuple[bool, int]:
     return done.returncode == 0, -1
 
 
+def counts_against_truth(truth: dict[str, int], enabled: list[str]) -> list[str]:
+    """Each object table's row count in the DuckDB file against the emulator's ground truth
+    (every record: archived plans and items, hidden payment sources, every customer's
+    contacts); returns the tables that differ."""
+    import duckdb
+
+    path = os.environ["INVOICED_DUCKDB_PATH"]
+    with duckdb.connect(path, read_only=True) as connection:
+        stored = {
+            name: connection.execute(f"select count(*) from invoiced.{name}").fetchall()[0][0]
+            for name in enabled
+        }
+    return [f"{n}: {stored[n]} rows, truth {truth[n]}" for n in enabled if stored[n] != truth[n]]
+
+
+def hidden_payment_sources(url: str) -> int:
+    """Payment sources the listing leaves out unless asked with include_hidden=1."""
+    request = urllib.request.Request(url + "/_emulator/records/payment_sources")
+    with urllib.request.urlopen(request) as response:
+        return sum(1 for source in json.loads(response.read()) if not source.get("chargeable"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -196,6 +218,8 @@ def main() -> int:
         child_rss = peak_rss_mb(children=True)
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu
         stats = emulator_json(url, "/_emulator/stats")
+        differ = counts_against_truth(truth, enabled) if ok else ["the run failed"]
+        hidden = hidden_payment_sources(url) if "payment_sources" in enabled else 0
     finally:
         emulator.terminate()
         emulator.wait()
@@ -207,6 +231,10 @@ def main() -> int:
     )
     print(f"  success            {ok}")
     print(f"  records (API)      {records:,} in {len(enabled)} objects; rows written {rows:,}")
+    exact = "every object table equals the emulator's truth" if not differ else "; ".join(differ)
+    print(f"  counts             {exact}")
+    if hidden:
+        print(f"  hidden sources     {hidden} payment sources not chargeable, among those counted")
     if not args.cli:
         print(
             f"  start-up           {startup:.2f} s (importing dagster, loading the definitions and"
@@ -229,7 +257,7 @@ def main() -> int:
             f"  API lower bound    {bound:.2f} s ({longest}: {longest_pages} pages x {args.latency_ms:g} ms)"
         )
         print(f"  wall / bound       {wall / bound:.2f}x")
-    return 0 if ok else 1
+    return 0 if ok and not differ else 1
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ class InvoicedNotFoundError(InvoicedError):
     """HTTP 404: no such endpoint or record. Not retried."""
 
 
+class InvoicedCustomerNotFoundError(InvoicedNotFoundError):
+    """HTTP 404 `Customer was not found: <id>`: the customer a per-customer listing names does
+    not exist (any more). The only 404 a sync may read as "this customer is gone"."""
+
+
 class InvoicedRateLimitError(InvoicedError):
     """HTTP 429 still answered after every retry."""
 

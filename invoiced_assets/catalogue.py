@@ -86,9 +86,16 @@ class InvoicedObject:
     # Listings that together hold every record (plans and items hide archived rows unless
     # asked for them, and then list only those): each is walked, their union is the table.
     list_variants: tuple[Mapping[str, str], ...] = (MappingProxyType({}),)
-    # Listed once per customer: the endpoint holds `{customer}`, and each row gets a
-    # `customer` column with that customer's id.
+    # Listed once per customer: the endpoint holds `{customer}`. Rows that do not name their
+    # customer (payment sources) get `customer_column` set to the customer listed.
     per_customer: bool = False
+    # The column naming each record's customer (contacts and tasks call it `customer_id`).
+    customer_column: str = "customer"
+    # False: the service sends every record on every page (payment sources): read one page.
+    sliced_pages: bool = True
+    # Column -> object: the service deletes the record, without an event, when the record of
+    # that object the column names is deleted (a customer's contacts, an invoice's notes).
+    deleted_with: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Nested objects whose keys become columns `<field>_<key>` (events' `data`).
     flatten: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     # Append-only, newest first, read incrementally by id (events).
@@ -101,6 +108,11 @@ class InvoicedObject:
     @property
     def field_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields)
+
+    @property
+    def refers_to_customers(self) -> bool:
+        """Whether each record names a customer (the customers themselves do not)."""
+        return self.customer_column in self.field_names
 
     def list_endpoint(self, customer: Any = None) -> str:
         return self.endpoint.format(customer=customer) if self.per_customer else self.endpoint
@@ -384,6 +396,7 @@ NOTES = InvoicedObject(
     ),
     event_object="note",
     group="collections",
+    deleted_with=MappingProxyType({"customer": "customers", "invoice": "invoices"}),
 )
 
 TASKS = InvoicedObject(
@@ -397,6 +410,8 @@ TASKS = InvoicedObject(
     ),
     event_object="task",
     group="collections",
+    customer_column="customer_id",
+    deleted_with=MappingProxyType({"customer_id": "customers"}),
 )
 
 CONTACTS = InvoicedObject(
@@ -404,29 +419,39 @@ CONTACTS = InvoicedObject(
     endpoint="/customers/{customer}/contacts",
     description="Contacts of each customer: name, title, email, phone, address, primary flag.",
     fields=fields(
-        "id:integer object customer:integer name title email phone primary:boolean"
+        "id:integer object customer_id:integer name title email phone primary:boolean"
         " sms_enabled:boolean department address1 address2 city state postal_code country"
         " created_at:timestamp updated_at:timestamp"
     ),
     event_object="contact",
     group="customers",
     per_customer=True,
+    customer_column="customer_id",
+    deleted_with=MappingProxyType({"customer_id": "customers"}),
 )
 
 PAYMENT_SOURCES = InvoicedObject(
     name="payment_sources",
     endpoint="/customers/{customer}/payment_sources",
     description=(
-        "Saved payment sources of each customer: cards (brand, last 4, expiry, funding) and"
-        " bank accounts (bank, last 4, routing number, verified)."
+        "Saved payment sources of each customer, hidden ones (that can no longer be charged)"
+        " included: cards (`object` card: brand, last 4, expiry, funding) and bank accounts"
+        " (`object` bank_account: bank, last 4, routing number, verified, currency)."
+        " `chargeable` and `failure_reason` say why a source stopped working."
     ),
     fields=fields(
         "id:integer object customer:integer brand last4 exp_month:integer exp_year:integer"
-        " funding bank_name routing_number verified:boolean currency created_at:timestamp"
-        " updated_at:timestamp"
+        " funding bank_name routing_number verified:boolean currency chargeable:boolean"
+        " failure_reason gateway gateway_id merchant_account:integer receipt_email"
+        " created_at:timestamp updated_at:timestamp"
     ),
+    # Without include_hidden=1 the listing silently leaves out sources that cannot be charged.
+    list_params=MappingProxyType({"include_hidden": "1"}),
+    event_object="payment_source",
     group="customers",
     per_customer=True,
+    sliced_pages=False,
+    deleted_with=MappingProxyType({"customer": "customers"}),
 )
 
 EVENTS = InvoicedObject(

@@ -9,7 +9,7 @@ their own, they audit the published tables. These functions decide from the figu
 | `primary_key_unique_not_null`  | all                         | error    | a key is null or repeated         |
 | `row_count_matches_api`        | objects                     | error    | rows differ from `X-Total-Count`  |
 | `parent_references_resolve`    | child tables                | error    | a row's parent is not in the load |
-| `customer_references_resolve`  | objects with a `customer`   | warning  | a customer id is unknown          |
+| `customer_references_resolve`  | objects naming a customer   | warning  | a customer id is unknown          |
 | `no_row_count_collapse`        | all                         | error    | rows fell below a share of the    |
 |                                |                             |          | previous load (e.g. 0 after 5,000)|
 
@@ -28,7 +28,6 @@ ROW_COUNT = "row_count_matches_api"
 PARENT_REFERENCES = "parent_references_resolve"
 CUSTOMER_REFERENCES = "customer_references_resolve"
 COLLAPSE = "no_row_count_collapse"
-CUSTOMER_COLUMN = "customer"
 DEFAULT_MIN_ROW_RATIO = 0.5
 
 

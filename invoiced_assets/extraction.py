@@ -29,10 +29,11 @@ from typing import Any
 
 from invoiced_assets.api_errors import (
     InvoicedAuthenticationError,
+    InvoicedCustomerNotFoundError,
     InvoicedError,
     InvoicedNotFoundError,
 )
-from invoiced_assets.catalogue import InvoicedObject
+from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedClient, Listing, ListingStats
 from invoiced_assets.shaping import ObjectShaper, ShapedTable
 from invoiced_assets.table_data import BatchDirectory
@@ -268,12 +269,34 @@ def _customer_listings(
         changed.ids |= plan.also_customers
     else:
         changed = customers.result()
+    column = plan.obj.customer_column
     listings = [
-        (client.object_listing(plan.obj.name, customer=customer, params=variant), {"customer": customer})
+        (client.object_listing(plan.obj.name, customer=customer, params=variant), {column: customer})
         for customer in sorted(changed.ids, key=str)
         for variant in plan.obj.list_variants
     ]  # fmt: skip
     return listings, changed
+
+
+def _check_not_all_skipped(
+    client: InvoicedClient, obj: InvoicedObject, skipped: list[Any], listed: int
+) -> None:
+    """Fail when every customer's listing answered "Customer was not found" while the first of
+    those customers still exists: the answers are wrong, not the customers gone."""
+    if not skipped or len(skipped) < listed:
+        return
+    try:
+        client.get(f"{CUSTOMERS.endpoint}/{skipped[0]}", {})
+    except InvoicedCustomerNotFoundError:
+        return  # gone indeed (deleted during the read)
+    raise InvoicedNotFoundError(
+        f"{obj.name}: all {listed} listings {obj.endpoint} answered 404 Customer was not found,"
+        f" yet customer {skipped[0]} exists ({CUSTOMERS.endpoint}/{skipped[0]} answers): no"
+        f" table is published rather than an empty one. Check INVOICED_BASE_URL and that the"
+        f" API key belongs to the account whose customers were listed.",
+        path=obj.endpoint,
+        status=404,
+    )
 
 
 def extract_object(
@@ -332,25 +355,34 @@ def extract_object(
     )
     stop = threading.Event()
     keep = _page_filter(plan, stop)
+    failed = threading.Event()  # a listing of this object failed: the others stop
+    skipped: list[Any] = []  # customers whose listing answered "Customer was not found"
 
     def walk(listing: Listing, extra: dict[str, Any]) -> None:
         try:
             read(listing, extra)
-        except InvoicedNotFoundError:
+        except InvoicedCustomerNotFoundError:
             if not obj.per_customer:
                 raise
-            # The customer was deleted since its id was read: it has no contacts any more.
+            # Deleted since its id was read: the service deleted its records with it.
+            skipped.append(extra[obj.customer_column])
+        except BaseException:
+            failed.set()
+            raise
 
     def read(listing: Listing, extra: dict[str, Any]) -> None:
         pages = iter(listing)
         while True:
             stop_if_cancelled()  # before each request, the first one included
+            if failed.is_set():
+                raise ExtractionCancelled(f"{obj.name}: stopped because a listing failed")
             page = next(pages, None)
             if page is None:
                 break
             page = keep(page)
             if extra:
-                page = [{**record, **extra} for record in page]
+                # The record's own field wins: contacts name their customer themselves.
+                page = [{**extra, **record} for record in page]
             with shaper_lock:
                 shaper.add_page(page)
             progress.tick()
@@ -362,8 +394,13 @@ def extract_object(
     elif listings:
         workers = min(len(listings), max(2, client.settings.max_in_flight))
         with ThreadPoolExecutor(workers, thread_name_prefix=f"{obj.name}-listing") as pool:
-            for future in [pool.submit(walk, *listing) for listing in listings]:
-                future.result()
+            futures = [pool.submit(walk, *listing) for listing in listings]
+        errors = [error for future in futures if (error := future.exception()) is not None]
+        if errors:
+            # The failure itself, rather than the cancellations of its siblings it caused.
+            raise next((e for e in errors if not isinstance(e, ExtractionCancelled)), errors[0])
+    if obj.per_customer:
+        _check_not_all_skipped(client, obj, skipped, len(listings))
     stats = _merge_stats(
         obj.endpoint, [listing for listing, _ in listings], time.monotonic() - started
     )

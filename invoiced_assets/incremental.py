@@ -86,7 +86,9 @@ EVENT_OBJECTS: Mapping[str, InvoicedObject] = {
 @dataclass
 class Deletions:
     """What `/events` says happened since an event id: deleted records by object name, and,
-    for per-customer objects (contacts), the customers whose records changed in any way."""
+    for per-customer objects (contacts, payment sources), the customers whose records changed
+    in any way. Records the service deletes with their customer or invoice have no event of
+    their own: `deleted_with` of the catalogue says which, and the merges delete them by it."""
 
     since_event_id: int
     newest_event_id: int
@@ -124,10 +126,23 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
             subject = (event.get("data") or {}).get("object") or {}
             if action == "deleted" and subject.get("id") is not None:
                 deletions.ids.setdefault(obj.name, set()).add(subject["id"])
-            if obj.per_customer and subject.get("customer") is not None:
+            customer = event_customer(obj, subject)
+            if obj.per_customer and customer is not None:
                 # A contact added or changed leaves its customer's updated_at as it was.
-                deletions.touched_customers.setdefault(obj.name, set()).add(subject["customer"])
+                deletions.touched_customers.setdefault(obj.name, set()).add(customer)
     return deletions
+
+
+def event_customer(obj: InvoicedObject, subject: Mapping[str, Any]) -> Any:
+    """The customer id of an event's `data.object`: events send the customer expanded (an
+    object), beside the id some objects carry themselves (contacts' `customer_id`)."""
+    for name in (obj.customer_column, "customer"):
+        value = subject.get(name)
+        if isinstance(value, Mapping):
+            value = value.get("id")
+        if value is not None:
+            return value
+    return None
 
 
 def now() -> float:

@@ -36,6 +36,7 @@ from invoiced_assets.api_errors import (
     InvoicedAuthenticationError,
     InvoicedConfigurationError,
     InvoicedConnectionError,
+    InvoicedCustomerNotFoundError,
     InvoicedError,
     InvoicedInvalidRequestError,
     InvoicedNotFoundError,
@@ -50,6 +51,9 @@ ENVIRONMENT_URLS: Mapping[str, str] = {
 }
 SERVICE_MAX_IN_FLIGHT = 20  # the service answers 429 past 20 concurrent requests per key
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The service's 404 for a per-customer listing whose customer does not exist (its other 404s,
+# such as "Request was not recognized", mean the request itself is wrong).
+CUSTOMER_NOT_FOUND = "Customer was not found"
 USER_AGENT = "invoiced_assets (+https://github.com/invoiced-assets/invoiced_assets)"
 
 _API_KEY_HELP = (
@@ -385,9 +389,16 @@ class InvoicedClient:
 
     # -- Listings -----------------------------------------------------------------------------
 
-    def listing(self, endpoint: str, params: Mapping[str, Any] | None = None) -> "Listing":
-        """A walk over every record of `endpoint` (e.g. "/invoices") with `params`."""
-        return Listing(self, endpoint, {"per_page": self.settings.page_size, **(params or {})})
+    def listing(
+        self, endpoint: str, params: Mapping[str, Any] | None = None, *, sliced: bool = True
+    ) -> "Listing":
+        """A walk over every record of `endpoint` (e.g. "/invoices") with `params`.
+
+        `sliced=False`: the service sends every record on every page (payment sources), so the
+        walk stops after the first page, whatever its `Link` header says.
+        """
+        params = {"per_page": self.settings.page_size, **(params or {})}
+        return Listing(self, endpoint, params, sliced=sliced)
 
     def object_listing(
         self,
@@ -419,7 +430,7 @@ class InvoicedClient:
         for name, value in (filters or {}).items():
             query[f"filter[{name}]"] = value
         query.update(params or {})
-        return self.listing(obj.list_endpoint(customer), query)
+        return self.listing(obj.list_endpoint(customer), query, sliced=obj.sliced_pages)
 
     def get_record(self, object_name: str, record_id: int | str) -> dict[str, Any]:
         """One record by id (`GET /<endpoint>/<id>`)."""
@@ -460,10 +471,18 @@ class Listing:
     Iterate for pages (lists of records); `stats` is filled in as the walk goes.
     """
 
-    def __init__(self, client: InvoicedClient, endpoint: str, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        client: InvoicedClient,
+        endpoint: str,
+        params: Mapping[str, Any],
+        *,
+        sliced: bool = True,
+    ) -> None:
         self._client = client
         self.endpoint = endpoint
         self.params = dict(params)
+        self.sliced = sliced
         self.stats = ListingStats(listing=endpoint)
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
@@ -485,6 +504,8 @@ class Listing:
                     total = fetched.response.headers.get("X-Total-Count", "")
                     self.stats.total_count = int(total) if total.isdigit() else None
                 url = self._client.paginator.next_url(fetched.response, page)
+                if not self.sliced:
+                    url = None  # later pages would only repeat this one
                 params = None  # the next link carries every parameter
                 if page:
                     yield page
@@ -572,8 +593,13 @@ def _error_for(response: requests.Response, path: str, attempts: int) -> Invoice
             **common,
         )
     if status == 404:
+        if (api_message or "").startswith(CUSTOMER_NOT_FOUND):
+            return InvoicedCustomerNotFoundError(f"GET {path}: HTTP 404{said}.", **common)
         return InvoicedNotFoundError(
-            f"GET {path} was not found (HTTP 404{said}). Check INVOICED_BASE_URL.", **common
+            f"GET {path} was not found (HTTP 404{said}). The service does not know this path or"
+            " record: check INVOICED_BASE_URL (the API's host, e.g. https://api.invoiced.com,"
+            " with no path) and INVOICED_ENVIRONMENT.",
+            **common,
         )
     if status == 429:
         return InvoicedRateLimitError(

@@ -137,10 +137,11 @@ def test_collapse_and_dangling_customers_are_caught(
         assert found[("invoices", checks.CUSTOMER_REFERENCES)].passed
         assert found[("invoices", checks.COLLAPSE)].passed
         assert found[("invoice_line_items", checks.PARENT_REFERENCES)].passed
-        # The drop accepted (their contacts and payment sources went with them), the customers
-        # are published: the invoices' references dangle.
+        # The drop accepted (the service deleted their contacts, payment sources, notes and
+        # tasks with them), the customers are published: the invoices' references dangle.
         accepted = run_sync(
-            instance=instance, accept_row_drop=["customers", "contacts", "payment_sources"]
+            instance=instance,
+            accept_row_drop=["customers", "contacts", "payment_sources", "notes", "tasks"],
         )
     assert accepted.success
     references = evaluations(accepted)[("invoices", checks.CUSTOMER_REFERENCES)]

@@ -40,9 +40,11 @@ def sync_kinds(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     }
 
 
-def change_everything(account: EmulatorServer, round_number: int) -> None:
-    account.mutate("customers", insert=4, update=5, delete=3)
-    account.mutate("invoices", insert=6, update=8, delete=4)  # updates add/remove line items
+def change_everything(account: EmulatorServer, round_number: int) -> dict[str, list[int]]:
+    """Mutate every listing; returns the customers and invoices deleted (the service deletes
+    their contacts, notes, tasks and payment sources with them, emitting no event for those)."""
+    customers = account.mutate("customers", insert=4, update=5, delete=3)
+    invoices = account.mutate("invoices", insert=6, update=8, delete=4)  # edits line items
     account.mutate("payments", insert=3, update=3, delete=2)
     account.mutate("subscriptions", insert=2, update=6, delete=1)  # updates cancel some
     account.mutate("credit_notes", insert=2, update=2, delete=1)
@@ -51,7 +53,29 @@ def change_everything(account: EmulatorServer, round_number: int) -> None:
     account.mutate("notes", insert=3, update=3, delete=2)
     account.mutate("tasks", insert=3, update=3, delete=2)
     account.mutate("contacts", insert=3, update=3, delete=2)  # deleted without their customer
+    account.mutate("payment_sources", insert=3, update=4, delete=2)  # updates may hide some
     account.mutate("plans", insert=1, update=2, delete=1)  # always read in full
+    return {"customers": customers["deleted"], "invoices": invoices["deleted"]}
+
+
+def rows_of_deleted(path: Path, deleted: dict[str, set[int]]) -> dict[str, int]:
+    """Rows still naming a deleted customer or invoice, per table that the service empties of
+    them (an invoice's `customer` may name a deleted customer: the service keeps invoices)."""
+    customers = ", ".join(map(str, deleted["customers"])) or "null"
+    invoices = ", ".join(map(str, deleted["invoices"])) or "null"
+    where = {
+        "contacts": f"customer_id in ({customers})",
+        "tasks": f"customer_id in ({customers})",
+        "payment_sources": f"customer in ({customers})",
+        "notes": f"customer in ({customers}) or invoice in ({invoices})",
+    }
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return {
+            table: connection.execute(
+                f"select count(*) from invoiced.{table} where {condition}"
+            ).fetchall()[0][0]
+            for table, condition in where.items()
+        }
 
 
 def test_incremental_rounds_equal_truth_and_a_full_load(
@@ -67,8 +91,12 @@ def test_incremental_rounds_equal_truth_and_a_full_load(
     full_requests = account.stats()["requests"]
     assert_matches_truth(account, tmp_path / "incremental.duckdb")
 
+    deleted: dict[str, set[int]] = {"customers": set(), "invoices": set()}
     for round_number in range(3):
-        change_everything(account, round_number)
+        for name, ids in change_everything(account, round_number).items():
+            deleted[name] |= set(ids)
+        # Each round deletes customers and invoices that had such rows.
+        assert sum(rows_of_deleted(tmp_path / "incremental.duckdb", deleted).values()) > 0
         account.reset_stats()
         result = run_sync(instance=instance)
         assert result.success
@@ -77,6 +105,8 @@ def test_incremental_rounds_equal_truth_and_a_full_load(
         assert {k for k, v in kinds.items() if v == "full"} == catalog
         assert account.stats()["requests"] < full_requests
         assert_matches_truth(account, tmp_path / "incremental.duckdb")
+        left = rows_of_deleted(tmp_path / "incremental.duckdb", deleted)
+        assert left == dict.fromkeys(left, 0), left
         # Every error check passes on the merged tables. (Customers deleted in Invoiced leave
         # their invoices pointing at nothing: the warning check rightly says so.)
         failed = [

@@ -19,6 +19,7 @@ from invoiced_assets.api_errors import (
     InvoicedAPIError,
     InvoicedAuthenticationError,
     InvoicedConnectionError,
+    InvoicedCustomerNotFoundError,
     InvoicedInvalidRequestError,
     InvoicedNotFoundError,
     InvoicedRateLimitError,
@@ -72,7 +73,7 @@ def test_variants_and_per_customer_listings_cover_everything(emulator: EmulatorS
         for r in client.object_listing("contacts", customer=customer["id"]).records()
     ]
     assert sorted(contacts) == sorted(
-        (r["customer"], r["id"]) for r in emulator.records("contacts")
+        (r["customer_id"], r["id"]) for r in emulator.records("contacts")
     )
     events = client.object_listing("events").records()
     newest_first = [next(events)["id"] for _ in range(3)]
@@ -205,6 +206,22 @@ def test_not_found_and_bad_request_fail_at_once(emulator: EmulatorServer) -> Non
     with pytest.raises(InvoicedInvalidRequestError, match="bogus") as raised:
         list(client.listing("/customers", {"bogus": "1"}).records())
     assert raised.value.status == 400 and raised.value.api_message
+
+
+def test_only_customer_not_found_says_a_customer_is_gone(emulator: EmulatorServer) -> None:
+    """A per-customer listing's 404 `Customer was not found` is the one 404 a sync may skip;
+    `Request was not recognized` (a wrong path or base URL) is an ordinary, clear failure."""
+    client = fast_client(emulator.url)
+    with pytest.raises(InvoicedCustomerNotFoundError, match="Customer was not found: 999"):
+        list(client.object_listing("payment_sources", customer=999_999_999).records())
+    with pytest.raises(InvoicedNotFoundError) as raised:
+        list(client.listing("/customers/1/no_such_listing").records())
+    assert not isinstance(raised.value, InvoicedCustomerNotFoundError)
+    message = str(raised.value)
+    assert "Request was not recognized: GET /customers/1/no_such_listing" in message
+    assert "INVOICED_BASE_URL" in message and raised.value.path == "/customers/1/no_such_listing"
+    # Contacts of a missing customer are an empty listing, as the service answers.
+    assert list(client.object_listing("contacts", customer=999_999_999).records()) == []
 
 
 def test_timeouts_are_retried_then_reported(fresh_emulator: EmulatorServer) -> None:

@@ -104,7 +104,7 @@ class TableChecks:
     def customer_references(self, name: str) -> Evaluation:
         """The table's customers against the customers as this run leaves them: published
         (new if they were published in this run, as they were if their audit failed)."""
-        column, key = checks.CUSTOMER_COLUMN, CUSTOMERS.primary_key
+        column, key = self.tables[name].obj.customer_column, CUSTOMERS.primary_key
         with self.destination.session() as session:
             if not _exists(session, self.destination, CUSTOMERS.name):
                 outcome = checks.CheckOutcome(

@@ -7,6 +7,8 @@ deleted by:
   last load (a changed invoice's line items are replaced with it);
 - a per-customer listing (contacts, payment sources): the rows of every customer whose listing
   was read again, or who was deleted, and the rows deleted on their own;
+- any table of records the service deletes with their customer or invoice, without an event
+  (`deleted_with`: notes, tasks, contacts, payment sources): the rows naming a deleted one;
 - an append-only table (events): nothing; the staged rows after the newest id held are added.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject, get_object
 from invoiced_assets.destinations.protocol import (
     Destination,
     Merge,
@@ -55,22 +57,50 @@ def merges_for(
         return dict.fromkeys(names, Merge(append_after=obj.primary_key)), {}
     assert deletions is not None
     deleted = deletions.for_object(obj)
+    cascaded, cascade_sets = _cascaded_deletions(obj, deletions)
     if obj.per_customer:
         assert extraction.customers_read is not None
         customers, gone = f"{obj.name}_customers", f"{obj.name}_deleted"
+        # The rows of every customer read again, or deleted (with no event for these rows).
         read_again = extraction.customers_read.ids | deletions.for_object(CUSTOMERS)
-        merge = Merge((RowDeletion("customer", customers), RowDeletion(obj.primary_key, gone)))
+        merge = Merge(
+            (
+                RowDeletion(obj.customer_column, customers),
+                RowDeletion(obj.primary_key, gone),
+                *(d for d in cascaded if d.column != obj.customer_column),
+            )
+        )
         return dict.fromkeys(names, merge), {
             customers: sorted(read_again, key=str),
             gone: sorted(deleted, key=str),
+            **{k: v for k, v in cascade_sets.items() if k in {d.key_set for d in merge.deletions}},
         }
     replaced = f"{obj.name}_replaced"
     merges: dict[str, Merge | None] = {}
     for child in obj.children:
         merges[child.name] = Merge((RowDeletion(child.parent_key_column, replaced),))
-    merges[obj.name] = Merge((RowDeletion(obj.primary_key, replaced),))
+    merges[obj.name] = Merge((RowDeletion(obj.primary_key, replaced), *cascaded))
     changed = extraction.ids or set()
-    return {n: merges[n] for n in names}, {replaced: sorted(changed | deleted, key=str)}
+    return {n: merges[n] for n in names}, {
+        replaced: sorted(changed | deleted, key=str),
+        **cascade_sets,
+    }
+
+
+def _cascaded_deletions(
+    obj: InvoicedObject, deletions: Deletions
+) -> tuple[tuple[RowDeletion, ...], dict[str, list[Any]]]:
+    """The rows the service deleted with their customer or invoice, emitting no event for
+    them (`deleted_with`), and the key sets (the deleted parents) they are deleted by."""
+    found: list[RowDeletion] = []
+    key_sets: dict[str, list[Any]] = {}
+    for column, parent in obj.deleted_with.items():
+        gone = deletions.for_object(get_object(parent))
+        if gone:
+            name = f"{obj.name}_{column}_deleted"
+            found.append(RowDeletion(column, name))
+            key_sets[name] = sorted(gone, key=str)
+    return tuple(found), key_sets
 
 
 def staged_table(shaped: ShapedTable, merge: Merge | None = None) -> StagedTable:
