@@ -14,9 +14,10 @@ from datetime import timedelta
 import dagster as dg
 
 from invoiced_assets import checks
-from invoiced_assets.catalogue import CATALOGUE, CUSTOMERS, ChildTable, InvoicedObject
+from invoiced_assets.catalogue import CATALOGUE, ChildTable, InvoicedObject
 from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
+from invoiced_assets.sync.exclusivity import POOL
 
 KEY_PREFIX = "invoiced"
 API_KEY = "invoiced"
@@ -42,9 +43,7 @@ class TableAsset:
 
     @property
     def refers_to_customers(self) -> bool:
-        return (
-            self.child is None and self.obj is not CUSTOMERS and "customer" in self.obj.field_names
-        )
+        return self.child is None and self.obj.refers_to_customers
 
     @property
     def check_names(self) -> list[str]:
@@ -115,6 +114,8 @@ def build_invoiced_assets(
         can_subset=True,
         retry_policy=retry_policy,
         required_resource_keys={API_KEY, IO_MANAGER_KEY},
+        # One sync at a time where the instance limits the pool (see `sync.exclusivity`).
+        pool=POOL,
     )
     def invoiced_tables(
         context: dg.AssetExecutionContext, config: SyncRunConfig

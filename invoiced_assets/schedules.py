@@ -1,12 +1,13 @@
-"""The sync job and the schedule that runs it every N hours."""
+"""The sync job and the schedule that runs it every N hours, unless a sync is still running."""
 
 from typing import Any
 
 import dagster as dg
 
 from invoiced_assets.assets import KEY_PREFIX
+from invoiced_assets.sync.exclusivity import SYNC_JOB, skip_reason, syncs_in_progress
 
-JOB_NAME = "invoiced_sync"
+JOB_NAME = SYNC_JOB
 SCHEDULE_NAME = "invoiced_sync_schedule"
 
 
@@ -39,11 +40,21 @@ def build_sync_job() -> Any:
 
 
 def build_sync_schedule(job: Any, frequency_hours: int) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
+    @dg.schedule(
         name=SCHEDULE_NAME,
         job=job,
         cron_schedule=cron_for_frequency(frequency_hours),
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Runs {JOB_NAME} every {frequency_hours} hour(s) (INVOICED_SYNC_FREQUENCY_HOURS).",
+        description=(
+            f"Runs {JOB_NAME} every {frequency_hours} hour(s) (INVOICED_SYNC_FREQUENCY_HOURS);"
+            " skips a tick while a sync is still queued or in progress."
+        ),
     )
+    def invoiced_sync_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        reason = skip_reason(syncs_in_progress(context.instance))
+        return dg.SkipReason(reason) if reason else dg.RunRequest()
+
+    return invoiced_sync_schedule

@@ -1,10 +1,20 @@
-"""Settings from environment variables fail loudly and clearly; the schedule follows them."""
+"""Settings from environment variables fail loudly and clearly; the schedule follows them.
+
+The schedule keeps its name, cron, time zone and default status whatever the frequency; when it
+skips a tick (a sync still in progress) is proved in test_no_overlap.
+"""
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from invoiced_assets.schedules import cron_for_frequency
+from invoiced_assets.schedules import (
+    SCHEDULE_NAME,
+    build_sync_job,
+    build_sync_schedule,
+    cron_for_frequency,
+)
 from invoiced_assets.settings import (
     DEFAULT_DUCKDB_PATH,
     SettingsError,
@@ -39,6 +49,16 @@ def test_frequency_rejects_anything_else(raw: str) -> None:
 )
 def test_cron_matches_frequency(hours: int, cron: str) -> None:
     assert cron_for_frequency(hours) == cron
+
+
+@pytest.mark.parametrize("hours", [1, 6, 24])
+def test_the_schedule_keeps_its_name_cron_time_zone_and_status(hours: int) -> None:
+    schedule = build_sync_schedule(build_sync_job(), hours)
+    assert schedule.name == SCHEDULE_NAME == "invoiced_sync_schedule"
+    assert schedule.cron_schedule == cron_for_frequency(hours)
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "invoiced_sync"
 
 
 @pytest.mark.parametrize("name", ["invoiced.duckdb", "INVOICED.db", "data/invoiced.duckdb"])

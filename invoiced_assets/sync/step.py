@@ -30,6 +30,7 @@ from invoiced_assets.incremental import Deletions, events_for_plans, now
 from invoiced_assets.invoiced_api import InvoicedClient
 from invoiced_assets.process_tuning import tuned_for_sync
 from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
+from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
 from invoiced_assets.sync.outputs import (
     KEEP_LAST_GOOD,
@@ -83,6 +84,7 @@ class SyncStep:
         self.blocked: list[BlockedObject] = []
 
     def run(self) -> Iterator[Event]:
+        ensure_sole_sync(self.context)  # before anything is read or written
         # One session for everything the step does in the warehouse (the publishes included).
         with self.destination.held_session():
             if self.tables:
