@@ -65,7 +65,8 @@ def test_key_never_reaches_events_or_logs(
 ) -> None:
     account.set_faults(FaultConfig(fault_rate=0.3, retry_after_seconds=0, fault_seed=9))
     with dg.instance_for_test() as instance:
-        result = run_sync(instance=instance)
+        # A paged listing, a listing per customer and their checks: every kind of request.
+        result = run_sync(["customers", "invoices", "payment_sources"], instance=instance)
         assert result.success
         records = instance.all_logs(result.run_id)
         texts = [str(record) for record in records]
