@@ -278,25 +278,30 @@ def _customer_listings(
     return listings, changed
 
 
+# How many of the skipped customers are looked up before every listing skipped is believed.
+SKIPPED_CUSTOMERS_LOOKED_UP = 3
+
+
 def _check_not_all_skipped(
     client: InvoicedClient, obj: InvoicedObject, skipped: list[Any], listed: int
 ) -> None:
-    """Fail when every customer's listing answered "Customer was not found" while the first of
-    those customers still exists: the answers are wrong, not the customers gone."""
+    """Fail when every customer's listing answered "Customer was not found" while one of those
+    customers still exists: then the answers are wrong, not the customers gone."""
     if not skipped or len(skipped) < listed:
         return
-    try:
-        client.get(f"{CUSTOMERS.endpoint}/{skipped[0]}", {})
-    except InvoicedCustomerNotFoundError:
-        return  # gone indeed (deleted during the read)
-    raise InvoicedNotFoundError(
-        f"{obj.name}: all {listed} listings {obj.endpoint} answered 404 Customer was not found,"
-        f" yet customer {skipped[0]} exists ({CUSTOMERS.endpoint}/{skipped[0]} answers): no"
-        f" table is published rather than an empty one. Check INVOICED_BASE_URL and that the"
-        f" API key belongs to the account whose customers were listed.",
-        path=obj.endpoint,
-        status=404,
-    )
+    for customer in sorted(skipped, key=str)[:SKIPPED_CUSTOMERS_LOOKED_UP]:
+        try:
+            client.get(f"{CUSTOMERS.endpoint}/{customer}", {})
+        except InvoicedCustomerNotFoundError:
+            continue  # gone indeed (deleted during the read)
+        raise InvoicedNotFoundError(
+            f"{obj.name}: all {listed} listings {obj.endpoint} answered 404 Customer was not"
+            f" found, yet customer {customer} exists ({CUSTOMERS.endpoint}/{customer} answers):"
+            " no table is published rather than an empty one. Check INVOICED_BASE_URL and that"
+            " the API key belongs to the account whose customers were listed.",
+            path=obj.endpoint,
+            status=404,
+        )
 
 
 def extract_object(
@@ -361,12 +366,11 @@ def extract_object(
     def walk(listing: Listing, extra: dict[str, Any]) -> None:
         try:
             read(listing, extra)
-        except InvoicedCustomerNotFoundError:
-            if not obj.per_customer:
-                raise
-            # Deleted since its id was read: the service deleted its records with it.
-            skipped.append(extra[obj.customer_column])
-        except BaseException:
+        except BaseException as exc:
+            if obj.per_customer and isinstance(exc, InvoicedCustomerNotFoundError):
+                # Deleted since its id was read: the service deleted its records with it.
+                skipped.append(extra[obj.customer_column])
+                return
             failed.set()
             raise
 

@@ -135,8 +135,8 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
 
 def event_customer(obj: InvoicedObject, subject: Mapping[str, Any]) -> Any:
     """The customer id of an event's `data.object`: events send the customer expanded (an
-    object), beside the id some objects carry themselves (contacts' `customer_id`)."""
-    for name in (obj.customer_column, "customer"):
+    object), beside the id contacts, tasks and payment sources carry as `customer_id`."""
+    for name in (obj.customer_column, "customer_id", "customer"):
         value = subject.get(name)
         if isinstance(value, Mapping):
             value = value.get("id")

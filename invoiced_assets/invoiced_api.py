@@ -596,9 +596,10 @@ def _error_for(response: requests.Response, path: str, attempts: int) -> Invoice
         if (api_message or "").startswith(CUSTOMER_NOT_FOUND):
             return InvoicedCustomerNotFoundError(f"GET {path}: HTTP 404{said}.", **common)
         return InvoicedNotFoundError(
-            f"GET {path} was not found (HTTP 404{said}). The service does not know this path or"
-            " record: check INVOICED_BASE_URL (the API's host, e.g. https://api.invoiced.com,"
-            " with no path) and INVOICED_ENVIRONMENT.",
+            f"GET {path} was not found (HTTP 404{said}). If the record should exist, or the"
+            " service does not know the path (`Request was not recognized`), check"
+            " INVOICED_BASE_URL (the API's host, e.g. https://api.invoiced.com, with no path)"
+            " and INVOICED_ENVIRONMENT.",
             **common,
         )
     if status == 429:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from invoiced_assets import checks
+from invoiced_assets.api_errors import InvoicedNotFoundError
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CONTACTS, NOTES, PAYMENT_SOURCES, TASKS, get_object
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.emulator.server import ApiError
-from invoiced_assets.extraction import ReadPlan, extract_concurrently
+from invoiced_assets.extraction import ReadPlan, _check_not_all_skipped, extract_concurrently
 from invoiced_assets.incremental import event_customer, read_deletions
 from invoiced_assets.invoiced_api import ListingStats
 
@@ -255,3 +256,21 @@ def test_contacts_and_tasks_name_their_customer_customer_id(
     sent = {c["id"]: c["customer_id"] for c in account.records("contacts")}
     stored = query(tmp_path / "warehouse.duckdb", "select id, customer_id from invoiced.contacts")
     assert dict(stored) == sent
+
+
+def test_every_skip_is_believed_only_once_the_customers_are_gone(
+    account: EmulatorServer,
+) -> None:
+    """A lone deleted customer among those looked up does not excuse the others."""
+    client = fast_client(account.url)
+    (gone,) = account.mutate("customers", delete=1)["deleted"]
+    exists = account.records("customers")[0]["id"]
+    _check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 1)  # gone indeed: no failure
+    _check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 2)  # not every listing skipped
+    with pytest.raises(InvoicedNotFoundError, match=f"yet customer {exists} exists"):
+        _check_not_all_skipped(client, PAYMENT_SOURCES, [gone, exists], 2)
+
+
+def test_a_payment_source_event_names_its_customer_by_customer_id_too() -> None:
+    subject = {"id": 5, "object": "card", "customer_id": 876577, "customer": None}
+    assert event_customer(PAYMENT_SOURCES, subject) == 876577
