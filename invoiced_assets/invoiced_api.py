@@ -15,10 +15,9 @@
 import ipaddress
 import itertools
 import logging
-import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -28,7 +27,7 @@ import orjson
 import requests
 from pydantic import Field, PrivateAttr, field_validator
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from invoiced_assets.api_errors import (
@@ -115,15 +114,10 @@ class RetryPolicy:
     # Sleep at most this long for one Retry-After; a longer one is clamped.
     retry_after_max_seconds: float = 120.0
 
-    def backoff_seconds(self, retry_number: int) -> float:
-        """Exponential backoff with full jitter for the n-th retry (1-based)."""
-        ceiling = min(
-            self.backoff_max_seconds, self.backoff_initial_seconds * 2 ** (retry_number - 1)
-        )
-        return random.uniform(ceiling / 2, ceiling)
-
     def urllib3_retry(self) -> Retry:
-        """The urllib3 policy mounted on each session (status codes and connection failures)."""
+        """The policy as urllib3's `Retry`, which `InvoicedClient.get` drives: what is retried
+        (connection failures, broken or unreadable bodies, 429 and 5xx), and how long to wait
+        (its backoff, or the answer's `Retry-After`)."""
         return _ClampedRetry(
             total=self.max_retries,
             connect=self.max_retries,
@@ -258,10 +252,12 @@ class InvoicedClient:
         self._local = threading.local()
         self._in_flight = _in_flight_semaphore(settings.base_url, settings.max_in_flight)
         self._base = urlsplit(settings.base_url)
-        # When each GET in progress started (retries and their waits included): tells a read
-        # waiting on the API from a CPU-bound one (see `waiting_seconds`).
+        # When each request on the network started: tells a read waiting on the API from a
+        # CPU-bound one (see `waiting_seconds`).
         self._started: dict[int, float] = {}
         self._tokens = itertools.count()
+        # How the client waits between attempts: tests replace it (a fake clock, an event).
+        self.sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
         return f"InvoicedClient(base_url={self.settings.base_url!r})"
@@ -274,8 +270,9 @@ class InvoicedClient:
             session = requests.Session()
             session.auth = (self.settings.api_key, "")
             session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
+            # No retries down there: `get` drives the one policy, waiting outside the slot.
             adapter = HTTPAdapter(
-                max_retries=self.settings.retry.urllib3_retry(),
+                max_retries=0,
                 pool_connections=1,
                 pool_maxsize=max(2, self.settings.max_in_flight),
             )
@@ -307,71 +304,77 @@ class InvoicedClient:
         return self.settings.base_url + path_or_url
 
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> _Fetched:
-        """GET and parse JSON, retrying transient failures; raise a typed error otherwise."""
+        """GET and parse JSON, retrying transient failures; raise a typed error otherwise.
+
+        The one retry policy is the settings' `RetryPolicy` (urllib3's `Retry`, driven here):
+        it decides what is retried and how long to wait. An attempt holds an in-flight slot
+        only while it is on the network; the waits between attempts hold none, so a
+        rate-limited API neither looks slow (`waiting_seconds`) nor keeps slots from others.
+        """
         url = self._url(path_or_url)
         path = urlsplit(url).path
-        token = next(self._tokens)
-        self._started[token] = time.monotonic()
-        try:
-            return self._get(url, path, params)
-        finally:
-            del self._started[token]
-
-    def waiting_seconds(self) -> float:
-        """How long the oldest GET still in progress has been going (0.0 when there is none)."""
-        starts = list(self._started.values())  # one call in C: safe while other threads add
-        return time.monotonic() - min(starts) if starts else 0.0
-
-    def _get(self, url: str, path: str, params: Mapping[str, Any] | None) -> _Fetched:
-        retry = self.settings.retry
-        attempts = 0
-        rate_limited = 0
-        body_failures = 0
+        retry = self.settings.retry.urllib3_retry()
+        attempts = rate_limited = 0
         while True:
             attempts += 1
             try:
-                with self._in_flight:
-                    response = self._session().get(
-                        url,
-                        params=params,
-                        timeout=(
-                            self.settings.connect_timeout_seconds,
-                            self.settings.read_timeout_seconds,
-                        ),
-                    )
-                    content = response.content  # read the body while still counted in flight
+                response, content = self._attempt(url, params)
             except requests.RequestException as exc:
-                # urllib3 already retried what failed before the response arrived (it says so
-                # with MaxRetryError). A body that broke off or timed out midway is read by
-                # requests after urllib3 returned, so retrying it is ours to do.
-                if not _urllib3_gave_up(exc) and body_failures < retry.max_retries:
-                    body_failures += 1
-                    self._sleep_before_retry(path, body_failures, "the response broke off")
-                    continue
-                tries = attempts + (retry.max_retries if _urllib3_gave_up(exc) else 0)
-                raise InvoicedConnectionError(
-                    f"GET {path} failed after {tries} attempts:"
-                    f" {_describe_connection_error(exc)}. Check the network and INVOICED_BASE_URL"
-                    " / INVOICED_ENVIRONMENT.",
-                    path=path,
-                    attempts=tries,
-                ) from None
-
-            history = _retry_history(response)
-            attempts += len(history)
-            rate_limited += sum(1 for h in history if h.status == 429)
-            if response.status_code == 429:
-                rate_limited += 1
-            if response.status_code >= 400:
+                failure = ProtocolError(_describe_connection_error(exc))
+                retry = self._retry_or_raise(retry, url, failure, attempts, exc)
+                continue
+            status = response.status_code
+            rate_limited += status == 429
+            if retry.is_retry("GET", status, "Retry-After" in response.headers):
+                try:
+                    retry = retry.increment("GET", url, response=response.raw)
+                except MaxRetryError:
+                    raise _error_for(response, path, attempts) from None
+                wait = retry.get_retry_after(response.raw) or retry.get_backoff_time()
+                self._wait(path, f"HTTP {status}", len(retry.history), wait)
+                continue
+            if status >= 400:
                 raise _error_for(response, path, attempts)
-
             try:
-                body = orjson.loads(content)
+                return _Fetched(response, orjson.loads(content), attempts, rate_limited)
             except ValueError:
-                if body_failures < retry.max_retries:
-                    body_failures += 1
-                    self._sleep_before_retry(path, body_failures, "the body was not valid JSON")
-                    continue
+                failure = ProtocolError("the body was not valid JSON")
+                retry = self._retry_or_raise(retry, url, failure, attempts, None, response)
+
+    def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, bytes]:
+        """One request, in flight from sending it to the end of its body."""
+        token = next(self._tokens)
+        with self._in_flight:
+            self._started[token] = time.monotonic()
+            try:
+                response = self._session().get(
+                    url,
+                    params=params,
+                    timeout=(
+                        self.settings.connect_timeout_seconds,
+                        self.settings.read_timeout_seconds,
+                    ),
+                )
+                return response, response.content  # the body is read while counted in flight
+            finally:
+                del self._started[token]
+
+    def _retry_or_raise(
+        self,
+        retry: Retry,
+        url: str,
+        failure: ProtocolError,
+        attempts: int,
+        exc: Exception | None,
+        response: Any = None,
+    ) -> Retry:
+        """The policy after a failed attempt (having waited its backoff), or the typed error
+        once the policy is exhausted."""
+        path = urlsplit(url).path
+        try:
+            retry = retry.increment("GET", url, error=failure)
+        except MaxRetryError:
+            if response is not None:
                 raise InvoicedAPIError(
                     f"GET {path} answered HTTP {response.status_code} with a body that is not"
                     f" valid JSON, after {attempts} attempts. The service may be degraded; try"
@@ -380,12 +383,24 @@ class InvoicedClient:
                     status=response.status_code,
                     attempts=attempts,
                 ) from None
-            return _Fetched(response, body, attempts, rate_limited)
+            raise InvoicedConnectionError(
+                f"GET {path} failed after {attempts} attempts: {failure}. Check the network and"
+                " INVOICED_BASE_URL / INVOICED_ENVIRONMENT.",
+                path=path,
+                attempts=attempts,
+            ) from None
+        self._wait(path, str(failure), len(retry.history), retry.get_backoff_time())
+        return retry
 
-    def _sleep_before_retry(self, path: str, retry_number: int, reason: str) -> None:
-        seconds = self.settings.retry.backoff_seconds(retry_number)
+    def _wait(self, path: str, reason: str, retry_number: int, seconds: float) -> None:
         logger.warning("GET %s: %s; retry %d in %.2fs", path, reason, retry_number, seconds)
-        time.sleep(seconds)
+        self.sleep(seconds)
+
+    def waiting_seconds(self) -> float:
+        """How long the oldest request on the network has been going (0.0 when there is none;
+        waits between retries do not count)."""
+        starts = list(self._started.values())  # one call in C: safe while other threads add
+        return time.monotonic() - min(starts) if starts else 0.0
 
     # -- Listings -----------------------------------------------------------------------------
 
@@ -540,16 +555,6 @@ class Listing:
 # --------------------------------------------------------------------------------------------
 # Error mapping
 # --------------------------------------------------------------------------------------------
-
-
-def _retry_history(response: requests.Response) -> tuple[Any, ...]:
-    retries = getattr(response.raw, "retries", None)
-    return tuple(getattr(retries, "history", ()) or ())
-
-
-def _urllib3_gave_up(exc: Exception) -> bool:
-    """Whether requests raised because the mounted urllib3 Retry ran out of tries."""
-    return bool(exc.args) and isinstance(exc.args[0], MaxRetryError)
 
 
 def _describe_connection_error(exc: Exception) -> str:

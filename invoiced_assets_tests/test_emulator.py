@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
@@ -339,23 +338,32 @@ def test_each_fault_kind_happens(scratch: EmulatorServer, kind: str) -> None:
     assert requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=10).ok
 
 
-def test_concurrent_requests_above_the_cap_get_429(scratch: EmulatorServer) -> None:
-    scratch.set_faults(FaultConfig(latency_ms=400, max_in_flight=1))
-    barrier = threading.Barrier(2)
+def test_concurrent_requests_above_the_cap_get_429(
+    scratch: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request is held in flight until the second has been answered: no timing."""
+    scratch.set_faults(FaultConfig(max_in_flight=1))
+    holding, release = threading.Event(), threading.Event()
+    route = scratch._route
+
+    def held(*args: Any) -> Any:
+        holding.set()
+        release.wait(30)
+        return route(*args)
+
+    monkeypatch.setattr(scratch, "_route", held)
     responses: list[requests.Response] = []
 
     def call() -> None:
-        barrier.wait()
-        responses.append(requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=10))
+        responses.append(requests.get(scratch.url + "/customers", auth=(KEY, ""), timeout=30))
 
-    threads = [threading.Thread(target=call) for _ in range(2)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert time.monotonic() - started >= 0.4  # the latency was served in flight
-    assert sorted(r.status_code for r in responses) == [200, 429]
+    first = threading.Thread(target=call)
+    first.start()
+    assert holding.wait(30)  # the first request holds the only slot
+    call()
+    release.set()
+    first.join()
+    assert [r.status_code for r in responses] == [429, 200]
     refused = next(r for r in responses if r.status_code == 429)
     assert refused.json()["type"] == "rate_limit_error"
     assert "Retry-After" not in refused.headers

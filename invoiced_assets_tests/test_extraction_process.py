@@ -25,12 +25,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from invoiced_assets import extraction, shaping, table_data
+from invoiced_assets import extraction, invoiced_api, shaping, table_data
 from invoiced_assets.api_errors import InvoicedAuthenticationError
 from invoiced_assets.catalogue import get_object
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
@@ -290,15 +291,32 @@ def test_a_slow_api_has_its_objects_read_side_by_side(
     assert row_counts(extractions)
 
 
-def test_the_client_says_how_long_its_oldest_request_has_waited() -> None:
+def test_the_client_says_how_long_its_oldest_request_has_waited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a fake clock, with the answer held until the test releases it: no timing."""
+    clock = [100.0]
+    monkeypatch.setattr(
+        invoiced_api, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep)
+    )
     with EmulatorServer(scale=0.05, seed=4, api_key=API_KEY, faults=FaultConfig()) as emulator:
+        arrived, release = threading.Event(), threading.Event()
+        route = emulator._route
+
+        def held(*args: Any) -> Any:
+            arrived.set()
+            release.wait(30)
+            return route(*args)
+
+        monkeypatch.setattr(emulator, "_route", held)
         client = client_for(emulator.url)
         assert client.waiting_seconds() == 0.0
-        emulator.set_faults(FaultConfig(latency_ms=300))
         thread = threading.Thread(target=client.get, args=("/customers", {"per_page": 1}))
         thread.start()
-        time.sleep(0.1)
-        assert 0.05 < client.waiting_seconds() < 0.3
+        assert arrived.wait(30)  # the request is in progress, its start read at 100.0
+        clock[0] = 107.5
+        assert client.waiting_seconds() == 7.5
+        release.set()
         thread.join()
         assert client.waiting_seconds() == 0.0
 

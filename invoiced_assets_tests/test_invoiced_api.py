@@ -9,8 +9,8 @@ taken from the environment.
 
 import logging
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +26,7 @@ from invoiced_assets.api_errors import (
 )
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
+from invoiced_assets.emulator.server import ApiError
 from invoiced_assets.invoiced_api import InvoicedResource
 
 from .conftest import API_KEY, fast_client, fast_resource
@@ -160,10 +161,46 @@ def test_retry_after_is_honoured(fresh_emulator: EmulatorServer) -> None:
         FaultConfig(fault_rate=1.0, fault_kinds=("429_retry_after",), retry_after_seconds=0.2)
     )
     client = fast_client(fresh_emulator.url, max_retries=1)
-    started = time.monotonic()
+    waits: list[float] = []
+    client.sleep = waits.append  # record the waits instead of timing them
     with pytest.raises(InvoicedRateLimitError, match=r"/customers.*2 attempts"):
         client.get("/customers")
-    assert time.monotonic() - started >= 0.2  # one honoured Retry-After of 0.2 s
+    assert waits == [0.2]  # one honoured Retry-After of 0.2 s (the backoff alone is 0.001 s)
+
+
+def test_a_backoff_holds_no_in_flight_slot(
+    fresh_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one request in flight allowed, another request is answered while the first waits
+    out its backoff: the wait is outside the slot, and not counted as waiting on the API."""
+    route = fresh_emulator._route
+    failed_once: list[str] = []
+
+    def first_invoices_fail(method: str, target: str, *rest: Any) -> Any:
+        if target.startswith("/invoices") and not failed_once:
+            failed_once.append(target)
+            return ApiError(503, "Service unavailable", "api_error").response()
+        return route(method, target, *rest)
+
+    monkeypatch.setattr(fresh_emulator, "_route", first_invoices_fail)
+    client = fast_client(fresh_emulator.url, max_in_flight=1)
+    backing_off, resume = threading.Event(), threading.Event()
+
+    def held(seconds: float) -> None:
+        backing_off.set()
+        resume.wait(30)
+
+    client.sleep = held
+    fetched: list[Any] = []
+    first = threading.Thread(target=lambda: fetched.append(client.get("/invoices")))
+    first.start()
+    assert backing_off.wait(30)
+    assert client.waiting_seconds() == 0.0  # a wait between attempts is not the API's
+    other = fast_client(fresh_emulator.url, max_in_flight=1)  # the same process-wide slot
+    assert other.get("/customers", {"per_page": 1}).attempts == 1
+    resume.set()
+    first.join(30)
+    assert fetched and fetched[0].attempts == 2 and failed_once
 
 
 @pytest.mark.parametrize(
