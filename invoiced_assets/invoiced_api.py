@@ -321,7 +321,7 @@ class InvoicedClient:
                 response, content = self._attempt(url, params)
             except requests.RequestException as exc:
                 failure = ProtocolError(_describe_connection_error(exc))
-                retry = self._retry_or_raise(retry, url, failure, attempts, exc)
+                retry = self._retry_or_raise(retry, url, failure, attempts)
                 continue
             status = response.status_code
             rate_limited += status == 429
@@ -339,7 +339,7 @@ class InvoicedClient:
                 return _Fetched(response, orjson.loads(content), attempts, rate_limited)
             except ValueError:
                 failure = ProtocolError("the body was not valid JSON")
-                retry = self._retry_or_raise(retry, url, failure, attempts, None, response)
+                retry = self._retry_or_raise(retry, url, failure, attempts, response)
 
     def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, bytes]:
         """One request, in flight from sending it to the end of its body."""
@@ -365,7 +365,6 @@ class InvoicedClient:
         url: str,
         failure: ProtocolError,
         attempts: int,
-        exc: Exception | None,
         response: Any = None,
     ) -> Retry:
         """The policy after a failed attempt (having waited its backoff), or the typed error

@@ -6,7 +6,7 @@ deleted by:
 - an object table and its child tables: the rows of every record changed or deleted since the
   last load (a changed invoice's line items are replaced with it);
 - a per-customer listing (contacts, payment sources): the rows of every customer whose listing
-  was read again, or who was deleted, and the rows deleted on their own;
+  was read again, and the rows deleted on their own;
 - any table of records the service deletes with their customer or invoice, without an event
   (`deleted_with`: notes, tasks, contacts, payment sources): the rows naming a deleted one;
 - an append-only table (events): nothing; the staged rows after the newest id held are added.
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject, get_object
+from invoiced_assets.catalogue import InvoicedObject, get_object
 from invoiced_assets.destinations.protocol import (
     Destination,
     Merge,
@@ -61,19 +61,13 @@ def merges_for(
     if obj.per_customer:
         assert extraction.customers_read is not None
         customers, gone = f"{obj.name}_customers", f"{obj.name}_deleted"
-        # The rows of every customer read again, or deleted (with no event for these rows).
-        read_again = extraction.customers_read.ids | deletions.for_object(CUSTOMERS)
-        merge = Merge(
-            (
-                RowDeletion(obj.customer_column, customers),
-                RowDeletion(obj.primary_key, gone),
-                *(d for d in cascaded if d.column != obj.customer_column),
-            )
-        )
+        # The rows of every customer read again; those of deleted customers are `cascaded`.
+        by_customer = RowDeletion(obj.customer_column, customers)
+        merge = Merge((by_customer, RowDeletion(obj.primary_key, gone), *cascaded))
         return dict.fromkeys(names, merge), {
-            customers: sorted(read_again, key=str),
+            customers: sorted(extraction.customers_read.ids, key=str),
             gone: sorted(deleted, key=str),
-            **{k: v for k, v in cascade_sets.items() if k in {d.key_set for d in merge.deletions}},
+            **cascade_sets,
         }
     replaced = f"{obj.name}_replaced"
     merges: dict[str, Merge | None] = {}
