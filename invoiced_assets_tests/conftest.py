@@ -1,8 +1,9 @@
 """Shared fixtures: a local Invoiced emulator on 127.0.0.1 and clients with tiny waits."""
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import dagster as dg
 import pytest
@@ -81,3 +82,20 @@ def use_emulator(
         monkeypatch.setenv("INVOICED_DUCKDB_PATH", str(database))
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
+
+
+def hold_answers(
+    monkeypatch: pytest.MonkeyPatch, server: EmulatorServer
+) -> tuple[threading.Event, threading.Event]:
+    """Make the in-process emulator hold every request, in flight, until the test releases it:
+    `(arrived, release)`. Tests then wait on events rather than on the clock."""
+    arrived, release = threading.Event(), threading.Event()
+    route = server._route
+
+    def held(*args: Any) -> Any:
+        arrived.set()
+        release.wait(30)
+        return route(*args)
+
+    monkeypatch.setattr(server, "_route", held)
+    return arrived, release

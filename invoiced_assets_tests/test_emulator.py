@@ -46,6 +46,8 @@ import requests
 
 from invoiced_assets.emulator import LISTINGS, Dataset, EmulatorServer, FaultConfig
 
+from .conftest import hold_answers
+
 KEY = "emulator-key"
 SAMPLES = Path("/work/shared/invoiced-api/samples")
 REPO = Path(__file__).resolve().parents[1]
@@ -343,15 +345,7 @@ def test_concurrent_requests_above_the_cap_get_429(
 ) -> None:
     """The first request is held in flight until the second has been answered: no timing."""
     scratch.set_faults(FaultConfig(max_in_flight=1))
-    holding, release = threading.Event(), threading.Event()
-    route = scratch._route
-
-    def held(*args: Any) -> Any:
-        holding.set()
-        release.wait(30)
-        return route(*args)
-
-    monkeypatch.setattr(scratch, "_route", held)
+    holding, release = hold_answers(monkeypatch, scratch)
     responses: list[requests.Response] = []
 
     def call() -> None:

@@ -43,7 +43,7 @@ from invoiced_assets.extraction_process import (
 from invoiced_assets.invoiced_api import ClientSettings, InvoicedClient, RetryPolicy
 from invoiced_assets.table_data import BatchDirectory
 
-from .conftest import API_KEY, use_emulator
+from .conftest import API_KEY, hold_answers, use_emulator
 from .emulator_process import EmulatorProcess
 from .test_incremental import change_everything, sync_kinds
 from .test_sync_job import run_sync
@@ -300,15 +300,7 @@ def test_the_client_says_how_long_its_oldest_request_has_waited(
         invoiced_api, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep)
     )
     with EmulatorServer(scale=0.05, seed=4, api_key=API_KEY, faults=FaultConfig()) as emulator:
-        arrived, release = threading.Event(), threading.Event()
-        route = emulator._route
-
-        def held(*args: Any) -> Any:
-            arrived.set()
-            release.wait(30)
-            return route(*args)
-
-        monkeypatch.setattr(emulator, "_route", held)
+        arrived, release = hold_answers(monkeypatch, emulator)
         client = client_for(emulator.url)
         assert client.waiting_seconds() == 0.0
         thread = threading.Thread(target=client.get, args=("/customers", {"per_page": 1}))
