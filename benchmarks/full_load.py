@@ -55,11 +55,10 @@ def emulator_json(url: str, path: str, method: str = "GET") -> dict:
         return json.loads(response.read() or b"{}")
 
 
-def cpu_seconds(pid: int | None = None, *, children: bool = False) -> float:
-    """User + system CPU seconds of a process (this one by default; with `children`, of its
-    ended child processes, such as the extraction's), or NaN where unknown."""
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one by default), or NaN where unknown."""
     if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -78,17 +77,9 @@ def machine_seconds() -> float:
 
 def peak_rss_mb(*, children: bool = False) -> float:
     """Peak RSS of this process, or of the largest of its ended child processes (call it before
-    the emulator is waited for: then the child is the extraction's)."""
+    the emulator is waited for: then the child is `dagster job execute`'s)."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
-
-
-def peak_rss_line(child_mb: float) -> str:
-    line = f"{peak_rss_mb():,.0f} MB job process"
-    if child_mb:
-        # Pages the child shares with the job process since the fork count in both.
-        line += f", {child_mb:,.0f} MB its extraction process (shared pages counted in both)"
-    return line
 
 
 CORE_OBJECTS = (
@@ -211,11 +202,9 @@ def main() -> int:
         job, instance = (None, None) if args.cli else load_job(args.instance)
         startup = time.perf_counter() - started
         started, job_cpu = time.perf_counter(), cpu_seconds()
-        child_cpu = cpu_seconds(children=True)
         ok, rows = run_cli() if args.cli else run_in_process(job, instance)
         wall, job_cpu = time.perf_counter() - started, cpu_seconds() - job_cpu
-        child_cpu = cpu_seconds(children=True) - child_cpu
-        child_rss = peak_rss_mb(children=True)
+        cli_rss = peak_rss_mb(children=True)
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu
         stats = emulator_json(url, "/_emulator/stats")
         differ = counts_against_truth(truth, enabled) if ok else ["the run failed"]
@@ -246,12 +235,12 @@ def main() -> int:
     print(f"  records/s          {records / wall:,.0f}")
     print(f"  API requests       {stats['requests']:,} (by status {stats['by_status']})")
     if not args.cli:
-        print(f"  CPU                {job_cpu:.2f} s job process, {child_cpu:.2f} s its extraction"
-              f" process, {emulator_cpu:.2f} s emulator (sharing {os.cpu_count()} cores)")  # fmt: skip
+        print(f"  CPU                {job_cpu:.2f} s job process, {emulator_cpu:.2f} s emulator"
+              f" (sharing {os.cpu_count()} cores)")  # fmt: skip
     if args.cli:
-        print(f"  peak RSS           {child_rss:,.0f} MB (the largest process of the command)")
+        print(f"  peak RSS           {cli_rss:,.0f} MB (the largest process of the command)")
     else:
-        print(f"  peak RSS           {peak_rss_line(child_rss)}")
+        print(f"  peak RSS           {peak_rss_mb():,.0f} MB (the job's process: the only one)")
     if bound:
         print(
             f"  API lower bound    {bound:.2f} s ({longest}: {longest_pages} pages x {args.latency_ms:g} ms)"

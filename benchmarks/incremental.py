@@ -5,7 +5,7 @@ destination), changes about `--changed` of each listing's records in the emulato
 inserted, a third updated, a third deleted), runs the job again, and prints for both runs the API
 requests, wall time, peak RSS and rows written to the destination (rows deleted plus rows
 inserted, from each table's materialization). Each run is a process of its own, so its peak RSS
-is its own (the extraction's child process included). Dagster start-up (importing it, loading the
+is its own. Dagster start-up (importing it, loading the
 definitions and the instance) is paid by each run's process and reported apart.
 
 Rows changed are counted in the warehouse itself: for every table, the rows of the copy taken
@@ -69,8 +69,7 @@ def run_once() -> None:
         m.metadata["invoiced/rows_deleted"].value + m.metadata["invoiced/rows_inserted"].value
         for m in materializations
     )
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the run's only process
     # The step's own duration (Dagster's run set-up and the events after the step excluded).
     (step,) = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"] or [None]
     step_seconds = step.event_specific_data.duration_ms / 1000 if step else float("nan")
@@ -84,7 +83,7 @@ def run_once() -> None:
     }
     print(json.dumps({
         "success": result.success, "wall": wall, "startup": startup, "written": written,
-        "peak_rss_mb": max(own, child), "rss_job": own, "rss_child": child,
+        "peak_rss_mb": own,
         "step": step_seconds, "tables": by_table,
     }))  # fmt: skip
 
@@ -156,8 +155,8 @@ def main() -> int:
         print(
             f"  {name:<12} success {run['success']}, wall {run['wall']:6.2f} s (start-up"
             f" {run['startup']:.2f} s apart), API requests {run['requests']:6d}, rows written"
-            f" {run['written']:8,d}, peak RSS {run['peak_rss_mb']:5.0f} MB (job {run['rss_job']:.0f},"
-            f" extraction process {run['rss_child']:.0f}); of the wall, the step {run['step']:.2f} s"
+            f" {run['written']:8,d}, peak RSS {run['peak_rss_mb']:5.0f} MB; of the wall, the step"
+            f" {run['step']:.2f} s"
         )
     full, incremental = runs["full"], runs["incremental"]
     if os.environ.get("BENCHMARK_TABLES"):

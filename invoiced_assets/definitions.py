@@ -23,7 +23,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     incremental=settings.sync_mode == "incremental",
                     full_reconcile_hours=settings.full_reconcile_hours,
                     min_row_ratio=settings.min_row_ratio,
-                    extraction_process=settings.extraction == "process",
                 ),
                 # None when retries are off: the step's failure is then the error itself, not
                 # Dagster's "Exceeded max_retries of 0" wrapped around it.

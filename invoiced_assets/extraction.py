@@ -14,7 +14,6 @@ process-wide cap on requests in flight.
 All of that pays only while pages wait on the network. When the API answers in under
 FAST_ROUND_TRIP_SECONDS the read is CPU-bound: listings are not split, and the objects are read
 one after another, so that each is complete (and written by the step) as early as it can be.
-The step runs this in a child process where it can (see `extraction_process`).
 """
 
 import logging

@@ -52,7 +52,6 @@ class Settings:
     max_in_flight: int = 8
     step_retry_delay_seconds: float = 60.0
     duckdb_memory_limit: str = "256MB"
-    extraction: Literal["process", "threads"] = "process"
 
 
 def detect_deployment(env: Mapping[str, str]) -> Deployment:
@@ -122,18 +121,6 @@ def parse_sync_mode(raw: str | None) -> Literal["full", "incremental"]:
             f"INVOICED_SYNC_MODE must be 'full' (every run replaces every table) or 'incremental'"
             f" (only what changed, with a full reconciliation every"
             f" INVOICED_FULL_RECONCILE_HOURS), got {raw!r}."
-        )
-    return value  # type: ignore[return-value]
-
-
-def parse_extraction(raw: str | None) -> Literal["process", "threads"]:
-    """INVOICED_EXTRACTION: where the API is read and shaped, `process` (default) or `threads`."""
-    value = (raw or "process").strip().lower()
-    if value not in ("process", "threads"):
-        raise SettingsError(
-            "INVOICED_EXTRACTION must be 'process' (read the API in a child process with a core"
-            " of its own; the default, used where it is safe to fork) or 'threads' (in the"
-            f" step's own threads), got {raw!r}."
         )
     return value  # type: ignore[return-value]
 
@@ -242,5 +229,4 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
         ),
         duckdb_memory_limit=parse_memory_limit(env.get("INVOICED_DUCKDB_MEMORY_LIMIT")),
-        extraction=parse_extraction(env.get("INVOICED_EXTRACTION")),
     )

@@ -64,7 +64,7 @@ def instant_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class HasUrl(Protocol):
-    """An emulator in this process (`EmulatorServer`) or in its own (`EmulatorProcess`)."""
+    """An emulator: `EmulatorServer`, or anything serving its API at `url`."""
 
     url: str
 

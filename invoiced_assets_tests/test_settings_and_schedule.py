@@ -167,14 +167,3 @@ def test_duckdb_memory_limit_is_an_amount_every_connection_shares() -> None:
     for raw in ("lots", "256", "-1GB", "1 PB"):
         with pytest.raises(SettingsError, match=r"INVOICED_DUCKDB_MEMORY_LIMIT.*256MB"):
             load_settings({"INVOICED_DUCKDB_MEMORY_LIMIT": raw})
-
-
-def test_extraction_setting_is_validated() -> None:
-    """Where it takes effect is proved by the jobs of test_extraction_process."""
-    assert load_settings({}).extraction == "process"
-    assert load_settings({"INVOICED_EXTRACTION": " Threads "}).extraction == "threads"
-    for raw in ("fork", "1", " "):
-        with pytest.raises(
-            SettingsError, match=r"INVOICED_EXTRACTION must be 'process'.*'threads'"
-        ):
-            load_settings({"INVOICED_EXTRACTION": raw})

@@ -13,8 +13,6 @@ class SyncOptions:
     incremental: bool = False
     full_reconcile_hours: float = 24.0
     min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO
-    # Read and shape in a forked child process where that is safe (see `extraction_process`).
-    extraction_process: bool = True
 
 
 class SyncRunConfig(dg.Config):

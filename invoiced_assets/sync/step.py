@@ -25,7 +25,6 @@ from invoiced_assets.catalogue import CUSTOMERS
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
-from invoiced_assets.extraction_process import ExtractionProcessError, extract_in_child_process
 from invoiced_assets.incremental import Deletions, events_for_plans, now
 from invoiced_assets.invoiced_api import InvoicedClient
 from invoiced_assets.process_tuning import tuned_for_sync
@@ -33,7 +32,6 @@ from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
 from invoiced_assets.sync.outputs import (
-    KEEP_LAST_GOOD,
     TRANSIENT_ERRORS,
     BlockedObject,
     failure,
@@ -118,32 +116,29 @@ class SyncStep:
         deletions, event_cursor, plans = self._read_events(plans)
         customers_pending = CUSTOMERS.name in self.tables
         waiting_for_customers: list[str] = []
-        try:
-            for extraction in self._extractions(plans, batches):
-                if extraction.error is not None:
-                    self.context.log.error(
-                        f"{extraction.obj.name}: {extraction.error} Its tables keep their last"
-                        " good copy."
-                    )
-                    self.failures.append(extraction)
-                elif extraction.tables:
-                    read = stage_read(self.destination, extraction, deletions)
-                    yield from self._audit_and_release(read, event_cursor)
-                    waiting_for_customers += [
-                        name
-                        for name in read.tables
-                        if name in self.tables
-                        and (name, checks.CUSTOMER_REFERENCES) in self.selected_checks
-                    ]
-                customers_pending &= extraction.obj is not CUSTOMERS
-                if not customers_pending:
-                    for name in waiting_for_customers:
-                        yield self._result(self.auditor.customer_references(name))
-                    waiting_for_customers = []
-        except ExtractionProcessError as exc:
-            raise dg.Failure(
-                description=f"{exc}\n{KEEP_LAST_GOOD}", allow_retries=exc.transient
-            ) from None
+        for extraction in extract_concurrently(
+            self.client, plans, batches=batches, log=self.context.log.info
+        ):
+            if extraction.error is not None:
+                self.context.log.error(
+                    f"{extraction.obj.name}: {extraction.error} Its tables keep their last"
+                    " good copy."
+                )
+                self.failures.append(extraction)
+            elif extraction.tables:
+                read = stage_read(self.destination, extraction, deletions)
+                yield from self._audit_and_release(read, event_cursor)
+                waiting_for_customers += [
+                    name
+                    for name in read.tables
+                    if name in self.tables
+                    and (name, checks.CUSTOMER_REFERENCES) in self.selected_checks
+                ]
+            customers_pending &= extraction.obj is not CUSTOMERS
+            if not customers_pending:
+                for name in waiting_for_customers:
+                    yield self._result(self.auditor.customer_references(name))
+                waiting_for_customers = []
         for name in waiting_for_customers:  # the customers could not be read in this run
             yield self._result(self.auditor.customer_references(name))
 
@@ -156,13 +151,6 @@ class SyncStep:
                 description=f"Reading /events failed: {exc} No table was changed.",
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
-
-    def _extractions(self, plans: list[ReadPlan], batches: BatchDirectory) -> Iterator[Extraction]:
-        """Each object's extraction as it completes: from a child process, or from threads."""
-        log = self.context.log.info
-        if self.options.extraction_process:
-            return extract_in_child_process(self.client, plans, batches=batches, log=log)
-        return extract_concurrently(self.client, plans, batches=batches, log=log)
 
     def _audit_and_release(self, read: StagedRead, event_cursor: int) -> Iterator[Event]:
         """Audit a staged object; publish it through the IO manager only if nothing blocks."""
