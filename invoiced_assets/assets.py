@@ -3,7 +3,7 @@
 Every object of the catalogue, and every child table unnested from it, is its own asset
 (`invoiced/<table>`): separately visible, selectable and materializable, with its data-quality
 checks (`checks`) and a freshness policy from the sync frequency. They share one step so that
-listings are read concurrently by threads (see `extraction`), and a child table is produced by
+listings are read concurrently by threads (see `extract.scheduling`), and a child table is produced by
 the same read as its parent. Selecting a subset reads only the listings it needs.
 """
 
@@ -14,8 +14,8 @@ from datetime import timedelta
 import dagster as dg
 
 from invoiced_assets import checks
+from invoiced_assets.api import InvoicedResource
 from invoiced_assets.catalogue import CATALOGUE, ChildTable, InvoicedObject
-from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
 from invoiced_assets.sync.exclusivity import POOL
 

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
+from invoiced_assets.api import InvoicedResource
 from invoiced_assets.assets import IO_MANAGER_KEY, build_invoiced_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.destinations import build_io_manager
-from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.schedules import build_sync_job, build_sync_schedule
 from invoiced_assets.settings import Settings, load_settings
 from invoiced_assets.sync import SyncOptions

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from invoiced_assets.api_errors import InvoicedConfigurationError
-from invoiced_assets.invoiced_api import ENVIRONMENT_URLS, validate_base_url
+from invoiced_assets.api.client import ENVIRONMENT_URLS, validate_base_url
+from invoiced_assets.api.errors import InvoicedConfigurationError
 
 SCHEMA = "invoiced"  # the DuckDB schema holding every table
 DEFAULT_SNOWFLAKE_SCHEMA = "INVOICED"

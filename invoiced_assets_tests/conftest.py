@@ -8,8 +8,8 @@ from typing import Any, Protocol
 import dagster as dg
 import pytest
 
+from invoiced_assets.api import InvoicedClient, InvoicedResource
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
-from invoiced_assets.invoiced_api import InvoicedClient, InvoicedResource
 
 API_KEY = "test-key-0123456789abcdef"
 

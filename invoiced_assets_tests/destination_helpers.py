@@ -8,8 +8,8 @@ import dagster as dg
 
 from invoiced_assets.destinations.protocol import Merge, StagedObject
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
-from invoiced_assets.shaping import ShapedTable
 from invoiced_assets.sync.staging import staged_table
+from invoiced_assets.tables.shaping import ShapedTable
 
 
 def publish(

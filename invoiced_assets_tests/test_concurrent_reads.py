@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 
-from invoiced_assets import extraction, invoiced_api
-from invoiced_assets.api_errors import InvoicedAuthenticationError
+from invoiced_assets.api import ClientSettings, InvoicedClient, RetryPolicy
+from invoiced_assets.api import client as api_client
+from invoiced_assets.api.errors import InvoicedAuthenticationError
 from invoiced_assets.catalogue import get_object
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
-from invoiced_assets.extraction import ReadPlan, extract_concurrently
-from invoiced_assets.invoiced_api import ClientSettings, InvoicedClient, RetryPolicy
+from invoiced_assets.extract import listings, pace
+from invoiced_assets.extract.listings import ReadPlan
+from invoiced_assets.extract.scheduling import extract_concurrently
 
 from .conftest import API_KEY, hold_answers
 
@@ -43,7 +45,7 @@ def test_a_consumer_that_stops_early_stops_every_listing() -> None:
         scale=1, seed=4, api_key=API_KEY, faults=FaultConfig(latency_ms=20)
     ) as slow:
         full_read_pages = sum(-(-slow.truth()[name] // 100) for name in names)
-        extractions: Iterator[extraction.Extraction] = extract_concurrently(
+        extractions: Iterator[listings.Extraction] = extract_concurrently(
             client_for(slow.url), plans_for(*names), log=lambda line: None
         )
         first = next(extractions)
@@ -65,7 +67,7 @@ class ObjectsAtOnce:
         self.started: list[str] = []
         self.most = 0
         self._lock = threading.Lock()
-        original = extraction.extract_object
+        original = listings.extract_object
 
         def counting(client: InvoicedClient, plan: ReadPlan, **kwargs: Any) -> Any:
             with self._lock:
@@ -78,14 +80,14 @@ class ObjectsAtOnce:
                 with self._lock:
                     self.running.remove(plan.obj.name)
 
-        monkeypatch.setattr(extraction, "extract_object", counting)
+        monkeypatch.setattr(listings, "extract_object", counting)
 
 
 # Contacts are listed per customer: read before the customers, they would wait forever.
 OBJECTS = ("contacts", "invoices", "customers", "payments", "estimates")
 
 
-def row_counts(extractions: list[extraction.Extraction]) -> dict[str, int]:
+def row_counts(extractions: list[listings.Extraction]) -> dict[str, int]:
     assert all(e.error is None for e in extractions)
     return {name: t.row_count for e in extractions for name, t in (e.tables or {}).items()}
 
@@ -96,12 +98,12 @@ def test_a_fast_api_is_read_one_object_at_a_time_customers_first(
     with EmulatorServer(scale=0.1, seed=4, api_key=API_KEY) as emulator:
         at_once = ObjectsAtOnce(monkeypatch)
         # Fast: no request waits a whole second on the API in the test's own emulator.
-        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 1.0)
+        monkeypatch.setattr(pace, "FAST_ROUND_TRIP_SECONDS", 1.0)
         fast = list(extract_concurrently(client_for(emulator.url), plans_for(*OBJECTS)))
         assert at_once.most == 1 and at_once.started[0] == "customers"
         at_once.most = 0
         # Slow: every request waits longer than that.
-        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 0.0)
+        monkeypatch.setattr(pace, "FAST_ROUND_TRIP_SECONDS", 0.0)
         slow = list(extract_concurrently(client_for(emulator.url), plans_for(*OBJECTS)))
         assert at_once.most > 1
     assert row_counts(fast) == row_counts(slow)
@@ -126,7 +128,7 @@ def test_the_client_says_how_long_its_oldest_request_has_waited(
     """On a fake clock, with the answer held until the test releases it: no timing."""
     clock = [100.0]
     monkeypatch.setattr(
-        invoiced_api, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep)
+        api_client, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep)
     )
     with EmulatorServer(scale=0.05, seed=4, api_key=API_KEY, faults=FaultConfig()) as emulator:
         arrived, release = hold_answers(monkeypatch, emulator)
@@ -144,14 +146,14 @@ def test_the_client_says_how_long_its_oldest_request_has_waited(
 
 def test_a_rejected_key_starts_no_other_object(monkeypatch: pytest.MonkeyPatch) -> None:
     with EmulatorServer(scale=0.1, seed=4, api_key=API_KEY) as emulator:
-        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
+        monkeypatch.setattr(pace, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
         client = client_for(emulator.url, key="wrong-key")
         extractions = list(extract_concurrently(client, plans_for(*OBJECTS)))
         assert emulator.stats()["requests"] == 1
     errors = {e.obj.name: e.error for e in extractions}
     assert isinstance(errors.pop("customers"), InvoicedAuthenticationError)
     assert len(errors) == len(OBJECTS) - 1
-    assert all(isinstance(e, extraction.ExtractionCancelled) for e in errors.values())
+    assert all(isinstance(e, listings.ExtractionCancelled) for e in errors.values())
 
 
 def test_objects_start_while_the_consumer_is_busy_with_the_last_one(
@@ -160,7 +162,7 @@ def test_objects_start_while_the_consumer_is_busy_with_the_last_one(
     """The step writes a table while the next objects are read, in threads as in a child."""
     with EmulatorServer(scale=0.1, seed=4, api_key=API_KEY) as emulator:
         at_once = ObjectsAtOnce(monkeypatch)
-        monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
+        monkeypatch.setattr(pace, "FAST_ROUND_TRIP_SECONDS", 1.0)  # one at a time
         extractions = extract_concurrently(client_for(emulator.url), plans_for(*OBJECTS))
         first = next(extractions)
         deadline = time.monotonic() + 10

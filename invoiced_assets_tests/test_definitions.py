@@ -15,12 +15,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from invoiced_assets.api import InvoicedResource
 from invoiced_assets.assets import IO_MANAGER_KEY, table_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.definitions import build_definitions
 from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
 from invoiced_assets.destinations.snowflake_destination import InvoicedSnowflakeIOManager
-from invoiced_assets.invoiced_api import InvoicedResource
 from invoiced_assets.settings import SettingsError, load_settings
 
 EXPECTED_TABLES = {

@@ -17,7 +17,7 @@ import pytest
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
-from invoiced_assets.incremental import CURSOR_EVENT_ID, CURSOR_UPDATED_AT, SYNC_KIND
+from invoiced_assets.extract.incremental import CURSOR_EVENT_ID, CURSOR_UPDATED_AT, SYNC_KIND
 
 from .conftest import API_KEY, use_emulator
 from .test_sync_job import run_sync
@@ -195,7 +195,7 @@ def test_a_merge_in_the_warehouse_widens_columns_and_replaces_by_key(tmp_path: P
     from invoiced_assets.catalogue import INVOICES
     from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
     from invoiced_assets.destinations.protocol import Merge, RowDeletion
-    from invoiced_assets.shaping import shape_records
+    from invoiced_assets.tables.shaping import shape_records
 
     from .destination_helpers import publish
 

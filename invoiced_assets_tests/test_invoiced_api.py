@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from invoiced_assets import catalogue
-from invoiced_assets.api_errors import (
+from invoiced_assets.api import InvoicedResource
+from invoiced_assets.api.errors import (
     InvoicedAPIError,
     InvoicedAuthenticationError,
     InvoicedConnectionError,
@@ -27,7 +28,6 @@ from invoiced_assets.api_errors import (
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.emulator.server import ApiError
-from invoiced_assets.invoiced_api import InvoicedResource
 
 from .conftest import API_KEY, fast_client, fast_resource
 

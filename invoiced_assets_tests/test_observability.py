@@ -23,9 +23,10 @@ import duckdb
 import pytest
 import requests
 
-from invoiced_assets import catalogue, extraction
+from invoiced_assets import catalogue
+from invoiced_assets.api import ListingStats
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
-from invoiced_assets.invoiced_api import ListingStats
+from invoiced_assets.extract import listings
 
 from .conftest import API_KEY, use_emulator
 from .test_sync_job import EXPECTED_METADATA, run_sync
@@ -78,7 +79,7 @@ def test_key_never_reaches_events_or_logs(
 
 
 def test_progress_is_logged(account: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extraction, "PROGRESS_LOG_INTERVAL_SECONDS", 0.0)
+    monkeypatch.setattr(listings, "PROGRESS_LOG_INTERVAL_SECONDS", 0.0)
     with dg.instance_for_test() as instance:
         result = run_sync(["invoices"], instance=instance)
         messages = [r.user_message for r in instance.all_logs(result.run_id)]
@@ -88,7 +89,7 @@ def test_progress_is_logged(account: EmulatorServer, monkeypatch: pytest.MonkeyP
 
 def test_progress_of_many_listings_counts_listings_not_pages() -> None:
     stats = ListingStats("/customers/{id}/contacts", pages=3764, records=5201, total_count=5201)
-    line = extraction._progress_line("contacts", stats, 100, 10.0, listings=(2600, 5000))
+    line = listings._progress_line("contacts", stats, 100, 10.0, listings=(2600, 5000))
     assert line == (
         "contacts: 5201 records in 3764 pages, 2600 of 5000 listings started (520 records/s)"
     )
@@ -188,9 +189,9 @@ def test_the_ui_shows_everything(account: EmulatorServer, tmp_path: Path) -> Non
 
 
 def test_step_retries_only_when_something_was_transient() -> None:
-    from invoiced_assets.api_errors import InvoicedAPIError, InvoicedNotFoundError
-    from invoiced_assets.extraction import Extraction, ReadPlan
-    from invoiced_assets.invoiced_api import ListingStats
+    from invoiced_assets.api import ListingStats
+    from invoiced_assets.api.errors import InvoicedAPIError, InvoicedNotFoundError
+    from invoiced_assets.extract.listings import Extraction, ReadPlan
     from invoiced_assets.sync import failure_for as _failure
 
     def failed(error: Exception) -> Extraction:

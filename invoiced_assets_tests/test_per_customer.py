@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 
 from invoiced_assets import checks
-from invoiced_assets.api_errors import InvoicedNotFoundError
+from invoiced_assets.api import ListingStats
+from invoiced_assets.api.errors import InvoicedNotFoundError
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CONTACTS, NOTES, PAYMENT_SOURCES, TASKS, get_object
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.emulator.server import ApiError
-from invoiced_assets.extraction import ReadPlan, _check_not_all_skipped, extract_concurrently
-from invoiced_assets.incremental import event_customer, read_deletions
-from invoiced_assets.invoiced_api import ListingStats
+from invoiced_assets.extract.customers import check_not_all_skipped
+from invoiced_assets.extract.incremental import event_customer, read_deletions
+from invoiced_assets.extract.listings import ReadPlan
+from invoiced_assets.extract.scheduling import extract_concurrently
 
 from .conftest import API_KEY, fast_client, use_emulator
 from .test_sync_job import query, run_sync
@@ -185,7 +187,7 @@ EVENT_SUBJECTS: list[tuple[str, dict[str, Any]]] = [
 def test_event_customer_is_an_id_or_an_expanded_object(
     event_object: str, subject: dict[str, Any]
 ) -> None:
-    from invoiced_assets.incremental import EVENT_OBJECTS
+    from invoiced_assets.extract.incremental import EVENT_OBJECTS
 
     expected = None if subject.get("customer") is None else 876577
     assert event_customer(EVENT_OBJECTS[event_object], subject) == expected
@@ -265,10 +267,10 @@ def test_every_skip_is_believed_only_once_the_customers_are_gone(
     client = fast_client(account.url)
     (gone,) = account.mutate("customers", delete=1)["deleted"]
     exists = account.records("customers")[0]["id"]
-    _check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 1)  # gone indeed: no failure
-    _check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 2)  # not every listing skipped
+    check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 1)  # gone indeed: no failure
+    check_not_all_skipped(client, PAYMENT_SOURCES, [gone], 2)  # not every listing skipped
     with pytest.raises(InvoicedNotFoundError, match=f"yet customer {exists} exists"):
-        _check_not_all_skipped(client, PAYMENT_SOURCES, [gone, exists], 2)
+        check_not_all_skipped(client, PAYMENT_SOURCES, [gone, exists], 2)
 
 
 def test_a_payment_source_event_names_its_customer_by_customer_id_too() -> None:

@@ -25,7 +25,7 @@ import pytest
 import snowflake.connector
 from dagster_snowflake import SnowflakeResource
 
-from invoiced_assets import checks, shaping
+from invoiced_assets import checks
 from invoiced_assets.catalogue import INVOICES
 from invoiced_assets.definitions import build_definitions
 from invoiced_assets.destinations.duckdb_destination import (
@@ -37,8 +37,9 @@ from invoiced_assets.destinations.publication import publish_object
 from invoiced_assets.destinations.snowflake_destination import InvoicedSnowflakeIOManager
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import load_settings
-from invoiced_assets.shaping import shape_records
 from invoiced_assets.sync.staging import staged_table
+from invoiced_assets.tables import shaping
+from invoiced_assets.tables.shaping import shape_records
 
 from .conftest import API_KEY, use_emulator
 

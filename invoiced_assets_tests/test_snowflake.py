@@ -34,7 +34,7 @@ from invoiced_assets.destinations.snowflake_destination import (
 )
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import load_settings
-from invoiced_assets.shaping import ShapedTable, shape_records
+from invoiced_assets.tables.shaping import ShapedTable, shape_records
 
 from .conftest import API_KEY, use_emulator
 from .destination_helpers import publish
@@ -401,7 +401,7 @@ def test_a_table_in_batches_is_uploaded_batch_by_batch_into_one_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from invoiced_assets.destinations import snowflake_destination
-    from invoiced_assets.table_data import BatchDirectory
+    from invoiced_assets.tables.batches import BatchDirectory
 
     from .test_batches import drifting_invoices, shape
 

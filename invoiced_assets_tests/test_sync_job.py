@@ -17,10 +17,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from invoiced_assets import extraction
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.definitions import build_definitions
 from invoiced_assets.emulator import EmulatorServer
+from invoiced_assets.extract import pace, windows
 from invoiced_assets.settings import load_settings
 
 from .conftest import API_KEY, use_emulator
@@ -217,8 +217,8 @@ def test_date_windows_read_the_same_rows(
     account: EmulatorServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Long listings split into date windows (forced here) still give every row exactly once."""
-    monkeypatch.setattr(extraction, "PAGES_PER_WINDOW", 2)
-    monkeypatch.setattr(extraction, "FAST_ROUND_TRIP_SECONDS", 0.0)
+    monkeypatch.setattr(windows, "PAGES_PER_WINDOW", 2)
+    monkeypatch.setattr(pace, "FAST_ROUND_TRIP_SECONDS", 0.0)
     account.reset_stats()
     result = run_sync()
     assert result.success

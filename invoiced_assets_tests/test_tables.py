@@ -4,10 +4,15 @@ Proves: catalogue types reach the warehouse exactly (UTC timestamps, exact decim
 integers, booleans, JSON as sent, all-null known fields still typed); child tables carry parent id
 and position; new, vanished, retyped and reordered fields never fail a load nor lose a value; a
 failure in the middle of a write (a bad value) leaves the previous table intact (killed
-publishes: `test_publish.py`).
+publishes: `test_publish.py`). One widening rule types columns within a load and across loads:
+it is a lattice (commutative, associative, the least type holding both), so a column typed from
+two loads at once has the type its published column gets from one load and then the other, in
+either order, for every declared type and every mix of values.
 """
 
+import itertools
 import json
+import random
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +23,9 @@ import pytest
 
 from invoiced_assets.catalogue import INVOICES, PAYMENTS, FieldType
 from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
-from invoiced_assets.schema_evolution import plan_columns, widest
-from invoiced_assets.shaping import Column, ShapedTable, shape_records
+from invoiced_assets.tables.conversions import JsonText, column_type, widest
+from invoiced_assets.tables.drift import plan_columns
+from invoiced_assets.tables.shaping import Column, ShapedTable, shape_records
 
 from .destination_helpers import publish
 
@@ -173,10 +179,39 @@ def test_widening_rules() -> None:
     assert widest(FieldType.INTEGER, FieldType.DECIMAL) is FieldType.DECIMAL
     assert widest(FieldType.DECIMAL, FieldType.STRING) is FieldType.STRING
     assert widest(FieldType.JSON, FieldType.INTEGER) is FieldType.JSON
+    assert widest(FieldType.BOOLEAN, FieldType.INTEGER) is FieldType.JSON
     assert widest(FieldType.JSON, FieldType.STRING) is FieldType.STRING
     assert widest(FieldType.TIMESTAMP, FieldType.INTEGER) is FieldType.STRING
+    assert widest(FieldType.TIMESTAMP, FieldType.JSON) is FieldType.STRING
+    assert column_type(FieldType.TIMESTAMP, {int}) is FieldType.TIMESTAMP  # UNIX seconds
+    assert column_type(FieldType.TIMESTAMP, {int, float}) is FieldType.STRING
+    assert column_type(FieldType.STRING, {JsonText}) is FieldType.STRING
+    assert column_type(None, set()) is FieldType.STRING
     plan = plan_columns({"a": FieldType.INTEGER}, [Column("b", FieldType.STRING)])
     assert [c.name for c in plan.columns] == ["a", "b"] and plan.kept_missing == ["a"]
+
+
+def test_one_widening_rule_within_and_across_loads() -> None:
+    types = list(FieldType)
+    for a, b, c in itertools.product(types, repeat=3):
+        assert widest(a, b) is widest(b, a)
+        assert widest(widest(a, b), c) is widest(a, widest(b, c))
+        assert widest(a, widest(a, b)) is widest(a, b)  # it holds both, and a wider one adds none
+    value_kinds = [bool, int, float, str, JsonText, type(None)]
+    rng = random.Random(7)
+    for declared in [None, *types]:
+        for _ in range(200):
+            first = set(rng.sample(value_kinds, rng.randint(0, 3)))
+            second = set(rng.sample(value_kinds, rng.randint(0, 3)))
+            if declared is None and not (first - {type(None)} and second - {type(None)}):
+                continue  # an unknown field seen only as null is text, never narrowed after
+            together = column_type(declared, first | second)
+            published = column_type(declared, first)
+            incoming = column_type(declared, second)
+            plan = plan_columns({"x": published}, [Column("x", incoming)])
+            assert plan.columns[0].type is together, (declared, first, second)
+            reverse = plan_columns({"x": incoming}, [Column("x", published)])
+            assert reverse.columns[0].type is together, (declared, first, second)
 
 
 def _broken_table() -> ShapedTable:

@@ -10,7 +10,7 @@ import duckdb
 
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer
-from invoiced_assets.shaping import flatten
+from invoiced_assets.tables.shaping import flatten
 
 
 def expected_rows(server: EmulatorServer) -> dict[str, dict[tuple, dict[str, Any]]]:

@@ -1,7 +1,7 @@
 """The DuckDB destination: staging schema, in-warehouse audits, and an IO manager that publishes.
 
 A run stages each table in the schema `<schema>_staging` of the same file, typed from the wire
-values (`shaping`) by one `CREATE TABLE … AS SELECT` with an explicit cast per column; long
+values (`tables.conversions`) by one `CREATE TABLE … AS SELECT` with an explicit cast per column; long
 tables stream in from their batch files within INVOICED_DUCKDB_MEMORY_LIMIT. The audit queries
 run there (`sql.relation`). Publishing an object is one DuckDB transaction (`publication`):
 a full load replaces each of its tables with `CREATE OR REPLACE TABLE … AS SELECT`; an
@@ -27,7 +27,7 @@ from pydantic import PrivateAttr
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.tables.shaping import ShapedTable
 
 DUCKDB_TYPES: Mapping[FieldType, str] = {
     FieldType.INTEGER: "BIGINT",
@@ -96,7 +96,7 @@ class DuckDBDialect:
         ]
 
     def wire_cast(self, name: str, field_type: FieldType) -> str:
-        """A staged wire value (see `shaping`) as its typed value."""
+        """A staged wire value (see `tables.conversions`) as its typed value."""
         if field_type is FieldType.TIMESTAMP:
             # Wire timestamps are UNIX seconds; make_timestamp takes microseconds, no time zone.
             return f"make_timestamp(CAST({quote(name)} AS BIGINT) * 1000000)"
@@ -186,7 +186,7 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
             connection = session.connection
             for name, shaped in tables:
                 view = f"__invoiced_incoming_{name}"
-                # In memory, or batch files scanned one batch at a time (see `table_data`).
+                # In memory, or batch files scanned one batch at a time (see `tables.batches`).
                 connection.register(view, shaped.data.arrow_source())
                 select = ", ".join(
                     f"{dialect.wire_cast(c.name, c.type)} AS {quote(c.name)}"

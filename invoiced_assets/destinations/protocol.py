@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.schema_evolution import ColumnPlan
-from invoiced_assets.shaping import Column
+from invoiced_assets.tables.drift import ColumnPlan
+from invoiced_assets.tables.shaping import Column
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 publishes with statements real Snowflake supports (and fakesnow too, so the tests run them).
 
 Staging a table: `CREATE TRANSIENT TABLE "__INVOICED_WIRE_<TABLE>"` with the wire types of
-`shaping`, `write_pandas` into it (PUT of Parquet + `COPY INTO`, 20,000 rows at a time), then
+`tables.conversions`, `write_pandas` into it (PUT of Parquet + `COPY INTO`, 20,000 rows at a time), then
 `CREATE OR REPLACE TRANSIENT TABLE "__INVOICED_STAGED_<TABLE>" AS SELECT <typed casts>` and the
 wire table dropped. Transient: no Fail-safe copy is kept of a table that lives for one run.
 
@@ -33,7 +33,7 @@ from dagster_snowflake import SnowflakeResource
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.tables.shaping import ShapedTable
 
 SNOWFLAKE_TYPES: Mapping[FieldType, str] = {
     FieldType.INTEGER: "NUMBER(38,0)",
@@ -43,7 +43,7 @@ SNOWFLAKE_TYPES: Mapping[FieldType, str] = {
     FieldType.STRING: "VARCHAR",
     FieldType.JSON: "VARIANT",
 }
-# How the wire table holds each type's wire values (see `shaping`): integers as integers,
+# How the wire table holds each type's wire values (see `tables.conversions`): integers as integers,
 # everything else as the text it already is. Declared rather than inferred by `write_pandas`,
 # so an all-null or empty load stages with the same types as any other.
 _WIRE_TYPES: Mapping[FieldType, str] = {

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.protocol import StagedTable
-from invoiced_assets.schema_evolution import ColumnPlan, PlannedColumn, plan_columns
+from invoiced_assets.tables.drift import ColumnPlan, PlannedColumn, plan_columns
 
 # The one column of a staged key set (see `protocol.KeySet`).
 KEY_SET_COLUMN = "key"
@@ -52,7 +52,7 @@ class Dialect(Protocol):
     def sql_type(self, field_type: FieldType) -> str: ...
 
     def convert(self, value: str, source: FieldType, target: FieldType) -> str:
-        """A typed value of `source` as a value of the wider `target` (`schema_evolution`)."""
+        """A typed value of `source` as a value of the wider `target` (`tables.conversions.widest`)."""
         ...
 
     def widen_columns(

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoiced_assets import checks
+from invoiced_assets.api import InvoicedClient
 from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.destinations import audit as sql_audit
 from invoiced_assets.destinations.protocol import Destination, SqlSession
 from invoiced_assets.destinations.sql import relation as merged_relation
-from invoiced_assets.invoiced_api import InvoicedClient
 from invoiced_assets.sync.planning import TableHistory
 from invoiced_assets.sync.staging import StagedRead
 

@@ -7,15 +7,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from invoiced_assets.api_errors import (
+from invoiced_assets.api.errors import (
     InvoicedAPIError,
     InvoicedAuthenticationError,
     InvoicedConnectionError,
     InvoicedRateLimitError,
 )
-from invoiced_assets.extraction import Extraction
-from invoiced_assets.incremental import SyncState
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.extract.incremental import SyncState
+from invoiced_assets.extract.listings import Extraction
+from invoiced_assets.tables.shaping import ShapedTable
 
 PREVIEW_ROWS = 5
 TRANSIENT_ERRORS = (InvoicedAPIError, InvoicedConnectionError, InvoicedRateLimitError, OSError)

@@ -1,6 +1,6 @@
 """What a run reads: for each object, every record or only the changes since its cursors.
 
-The cursors of each table are in its last materialization's metadata (see `incremental`); a table
+The cursors of each table are in its last materialization's metadata (see `extract.incremental`); a table
 without them, or whose last full load is older than INVOICED_FULL_RECONCILE_HOURS, or that is
 missing from the destination, is loaded in full.
 """
@@ -13,8 +13,8 @@ import dagster as dg
 
 from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject
 from invoiced_assets.destinations.protocol import Destination
-from invoiced_assets.extraction import ReadPlan
-from invoiced_assets.incremental import SyncState
+from invoiced_assets.extract.incremental import SyncState
+from invoiced_assets.extract.listings import ReadPlan
 from invoiced_assets.sync.options import SyncOptions
 
 

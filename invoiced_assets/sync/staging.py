@@ -24,10 +24,10 @@ from invoiced_assets.destinations.protocol import (
     StagedObject,
     StagedTable,
 )
-from invoiced_assets.extraction import Extraction
-from invoiced_assets.incremental import Deletions
-from invoiced_assets.shaping import ShapedTable
+from invoiced_assets.extract.incremental import Deletions
+from invoiced_assets.extract.listings import Extraction
 from invoiced_assets.sync.outputs import markdown_preview
+from invoiced_assets.tables.shaping import ShapedTable
 
 
 @dataclass(frozen=True)

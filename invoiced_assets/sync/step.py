@@ -20,14 +20,14 @@ from typing import Any
 import dagster as dg
 
 from invoiced_assets import checks
-from invoiced_assets.api_errors import InvoicedError
+from invoiced_assets.api import InvoicedClient
+from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
-from invoiced_assets.extraction import Extraction, ReadPlan, extract_concurrently
-from invoiced_assets.incremental import Deletions, events_for_plans, now
-from invoiced_assets.invoiced_api import InvoicedClient
-from invoiced_assets.process_tuning import tuned_for_sync
+from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
+from invoiced_assets.extract.listings import Extraction, ReadPlan
+from invoiced_assets.extract.scheduling import extract_concurrently
 from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
@@ -39,7 +39,8 @@ from invoiced_assets.sync.outputs import (
 )
 from invoiced_assets.sync.planning import ReadPlanner, table_histories
 from invoiced_assets.sync.staging import StagedRead, stage_read
-from invoiced_assets.table_data import BatchDirectory
+from invoiced_assets.sync.tuning import tuned_for_sync
+from invoiced_assets.tables.batches import BatchDirectory
 
 Event = dg.Output | dg.AssetCheckResult
 
@@ -86,7 +87,7 @@ class SyncStep:
         # One session for everything the step does in the warehouse (the publishes included).
         with self.destination.held_session():
             if self.tables:
-                # Long tables wait in batch files until staged (see `table_data`).
+                # Long tables wait in batch files until staged (see `tables.batches`).
                 with tuned_for_sync(), BatchDirectory() as batches:
                     yield from self._sync(batches)
             yield from self._checks_on_their_own()

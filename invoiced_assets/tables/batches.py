@@ -3,14 +3,14 @@ on local disk.
 
 A long listing (79,000 events at scale 5, each carrying its object as JSON) is not held whole:
 `shaping.TableBuilder` turns every `BATCH_ROWS` records into one Arrow record batch of wire
-values (see `shaping`) and writes it to a file under the step's `BatchDirectory`, so memory holds
+values (see `conversions`) and writes it to a file under the step's `BatchDirectory`, so memory holds
 one batch per table being read, whatever the listing's length. Destinations then stream the
 batches into one atomic replacement of the table, and the checks read only the columns they test.
 
 Every batch of a table ends with the same schema: when a later batch widens a column's type
 (a field that held integers receives a fraction) or brings a new field, the earlier batches are
 rewritten to the final types at the end of the read, each value spelled as if the listing had
-been one batch (rare: it is schema drift within one read; see `widen_batch`).
+been one batch (rare: it is schema drift within one read; see `conversions.rewire`).
 """
 
 import itertools
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.tables.conversions import WIRE_ARROW_TYPES, rewire, wire_schema
 
 # Records per batch written to disk. A batch of events (the widest records) is 2 to 6 MB of
 # Arrow. Measured on a full load of every object at scale 5 (0 ms latency): peak RSS 639 MB with
@@ -35,22 +35,9 @@ from invoiced_assets.catalogue import FieldType
 # run-to-run noise.
 BATCH_ROWS = 5_000
 
-WIRE_ARROW_TYPES: Mapping[FieldType, pa.DataType] = {
-    FieldType.INTEGER: pa.int64(),
-    FieldType.TIMESTAMP: pa.int64(),  # UNIX seconds
-    FieldType.BOOLEAN: pa.bool_(),
-    FieldType.DECIMAL: pa.string(),  # exact decimal text
-    FieldType.STRING: pa.string(),
-    FieldType.JSON: pa.string(),  # JSON text
-}
-
-
-def wire_schema(columns: Sequence[tuple[str, FieldType]]) -> pa.Schema:
-    return pa.schema([(name, WIRE_ARROW_TYPES[field_type]) for name, field_type in columns])
-
 
 class TableData(Protocol):
-    """A table's rows in wire form (see `shaping`), however they are stored."""
+    """A table's rows in wire form (see `conversions`), however they are stored."""
 
     @property
     def row_count(self) -> int: ...
@@ -224,51 +211,8 @@ def _rewrite(batch: WrittenBatch, final: Mapping[str, FieldType], schema: pa.Sch
         if source is None:
             arrays.append(pa.nulls(batch.rows, WIRE_ARROW_TYPES[target]))
         else:
-            arrays.append(widen_batch(table.column(name).combine_chunks(), source, target))
+            arrays.append(rewire(table.column(name).combine_chunks(), source, target))
     rewritten = pa.RecordBatch.from_arrays(arrays, schema=schema)
     with pa.OSFile(str(batch.path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         writer.write_batch(rewritten)
     batch.types = dict(final)
-
-
-def widen_batch(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
-    """A batch's column of `source` type spelled as the whole listing spells `target` values.
-
-    The values are taken back to what the API sent (decimal text was `repr` of a JSON number),
-    then written as `shaping` writes them for a `target` column: JSON's spelling (orjson's) for
-    numbers and booleans in a text or JSON column, a JSON string for text in a JSON column. A
-    text column that also held other values was written as JSON text (see `shaping`), so its
-    strings can be told from the rest here.
-    """
-    if source is target:
-        return array
-    if array.null_count == len(array):
-        return pa.nulls(len(array), WIRE_ARROW_TYPES[target])
-    values = array.to_pylist()
-    if source is FieldType.JSON:  # only ever text mixed with other values, now text
-        decoded = (orjson.loads(v) if v is not None else None for v in values)
-        return pa.array(
-            [
-                d if d is None or isinstance(d, str) else v
-                for d, v in zip(decoded, values, strict=True)
-            ],
-            pa.string(),
-        )
-    if source is FieldType.DECIMAL:
-        values = [None if v is None else _number(v) for v in values]
-    if target is FieldType.DECIMAL:
-        text = [None if v is None else repr(v) for v in values]
-    elif target is FieldType.STRING:
-        text = [None if v is None or isinstance(v, str) else _json(v) for v in values]
-    else:
-        text = [None if v is None else _json(v) for v in values]
-    return pa.array(text, pa.string())
-
-
-def _number(text: str) -> int | float:
-    """The JSON number whose `repr` a decimal column holds (integers exactly, however long)."""
-    return float(text) if any(c in text for c in ".eEn") else int(text)
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()

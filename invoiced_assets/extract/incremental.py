@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from invoiced_assets.api import InvoicedClient, ListingStats
 from invoiced_assets.catalogue import CATALOGUE, InvoicedObject
-from invoiced_assets.invoiced_api import InvoicedClient, ListingStats
 
 OVERLAP_SECONDS = 1
 CURSOR_UPDATED_AT = "invoiced/cursor_updated_at"

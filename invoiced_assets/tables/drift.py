@@ -3,9 +3,8 @@
 The rules (schema drift never fails a load, nothing is lost):
 - a column that appears is added, after the existing ones;
 - a column no longer sent is kept, null in the new rows;
-- a column whose values need a wider type is widened (integer → decimal → string,
-  json with string → string, any other mix → string), and never narrowed back: a column that once
-  had to hold text keeps holding text, so queries written against it keep working;
+- a column whose values need a wider type is widened by `conversions.widest` (the same rule
+  that types a column within one load), and never narrowed back;
 - existing columns keep their order, whatever order the API sends fields in.
 """
 
@@ -13,18 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.shaping import Column
-
-
-def widest(a: FieldType, b: FieldType) -> FieldType:
-    """The narrowest type that holds every value of both types."""
-    if a is b:
-        return a
-    if {a, b} == {FieldType.INTEGER, FieldType.DECIMAL}:
-        return FieldType.DECIMAL
-    if FieldType.JSON in (a, b) and FieldType.STRING not in (a, b):
-        return FieldType.JSON  # JSON holds scalars as well as objects and lists
-    return FieldType.STRING
+from invoiced_assets.tables.conversions import widest
+from invoiced_assets.tables.shaping import Column
 
 
 @dataclass(frozen=True)

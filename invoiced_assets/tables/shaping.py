@@ -2,39 +2,21 @@
 
 A `TableBuilder` takes pages of records as they arrive and keeps them column by column (nested
 objects already as JSON text), so a listing never has to be held as raw dicts; given a
-`BatchDirectory`, it writes every few thousand rows to disk (see `table_data`), so a long listing
+`BatchDirectory`, it writes every few thousand rows to disk (see `batches`), so a long listing
 is never held whole either. `finish()` gives a `ShapedTable`: the column types and its rows as
-*wire values* (in memory or in batch files) that a destination casts exactly:
-
-| logical type | wire value in the frame                | warehouse type (DuckDB)  |
-|--------------|----------------------------------------|--------------------------|
-| integer      | int64 (nullable, Arrow-backed)         | BIGINT                   |
-| boolean      | bool (nullable, Arrow-backed)          | BOOLEAN                  |
-| timestamp    | int64 UNIX seconds                     | TIMESTAMP (UTC)          |
-| decimal      | the number's exact decimal text        | DECIMAL(38, 10)          |
-| string       | str                                    | VARCHAR                  |
-| json         | JSON text, as the API sent it          | JSON                     |
-
-Money is never a binary float in the warehouse: JSON numbers are parsed by Python as int or
-float, and `repr(float)` is the shortest text that reads back as the same float, which for any
-amount of up to 15 significant digits is exactly the text the API sent.
-
-Values that do not fit a field's catalogue type widen the column for that load instead of failing
-it (integer → decimal → string, boolean/timestamp → string, anything nested → json); unknown
-fields get a type inferred from their values.
+*wire values* (in memory or in batch files) that a destination casts exactly. How values become
+wire values and which type a column gets are the rules of `conversions`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pandas as pd
 import pyarrow as pa
 
 from invoiced_assets.catalogue import ChildTable, FieldSpec, FieldType, InvoicedObject
-from invoiced_assets.table_data import (
-    WIRE_ARROW_TYPES,
+from invoiced_assets.tables.batches import (
     BatchDirectory,
     FrameData,
     TableData,
@@ -42,31 +24,16 @@ from invoiced_assets.table_data import (
     batch_files,
     write_batch,
 )
+from invoiced_assets.tables.conversions import (
+    NESTED_TYPES,
+    JsonText,
+    batch_type,
+    column_type,
+    to_json_text,
+    wire_array,
+)
 
 POSITION_COLUMN = "position"
-
-
-class JsonText(str):
-    """A nested value already serialized to JSON text (so it is never serialized twice)."""
-
-    __slots__ = ()
-
-
-def _encode_json(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept as is (orjson: about 6x faster than json, measured)."""
-    return orjson.dumps(value).decode()
-
-
-_NESTED_TYPES = (dict, list)
-
-
-_EMPTY_JSON = {dict: JsonText("{}"), list: JsonText("[]")}
-
-
-def to_json_text(value: Any) -> JsonText:
-    if not value and type(value) in _EMPTY_JSON:
-        return _EMPTY_JSON[type(value)]  # most nested values (metadata, discounts) are empty
-    return JsonText(_encode_json(value))
 
 
 @dataclass(frozen=True)
@@ -121,59 +88,11 @@ class ShapedTable:
         return ShapedTable.of_frame(self.name, self.key, list(self.columns), self.data.head(0))
 
 
-# Python value kinds seen in a column, used to decide its final type.
-_BOOL, _INT, _FLOAT, _STR, _NESTED = "bool", "int", "float", "str", "nested"
-_KIND_OF_TYPE: dict[type, str] = {bool: _BOOL, int: _INT, float: _FLOAT, JsonText: _NESTED}
-
-
-def kinds_of(value_types: set[type]) -> set[str]:
-    """The kinds of a column's values, from the Python types seen (None ignored)."""
-    return {_KIND_OF_TYPE.get(t, _STR) for t in value_types if t is not type(None)}
-
-
-def resolve_type(declared: FieldType | None, kinds: set[str]) -> FieldType:
-    """The narrowest type that holds every value seen, starting from the catalogue's type."""
-    if _NESTED in kinds or declared is FieldType.JSON:
-        return FieldType.JSON
-    if not kinds:
-        return declared or FieldType.STRING
-    if declared is FieldType.STRING or _STR in kinds:
-        return FieldType.STRING
-    if kinds == {_BOOL}:
-        return FieldType.BOOLEAN if declared in (None, FieldType.BOOLEAN) else FieldType.STRING
-    if _BOOL in kinds:
-        return FieldType.STRING
-    if kinds == {_INT} and declared in (None, FieldType.INTEGER, FieldType.TIMESTAMP):
-        return declared or FieldType.INTEGER
-    if declared is FieldType.TIMESTAMP:
-        return FieldType.STRING  # fractional epochs: keep the text rather than guess
-    return FieldType.DECIMAL  # integers and floats, or integers in a decimal field
-
-
-# Arrow arrays built from Python lists in C (about 7x faster than pandas' own nullable dtypes,
-# measured), written to batch files or wrapped as Arrow-backed pandas columns, which DuckDB
-# scans without a copy.
-def _wire_array(values: list[Any], column_type: FieldType, value_types: set[type]) -> pa.Array:
-    """Convert a column's Python values to its wire representation (see the module docstring)."""
-    if column_type is FieldType.DECIMAL:
-        values = [None if v is None else repr(v) for v in values]
-    elif column_type is FieldType.JSON:
-        if not value_types <= {JsonText, type(None)}:
-            values = [v if v is None or type(v) is JsonText else to_json_text(v) for v in values]
-    elif column_type is FieldType.STRING and not value_types <= {str, type(None)}:
-        values = [v if v is None or isinstance(v, str) else _encode_json(v) for v in values]
-    return pa.array(values, WIRE_ARROW_TYPES[column_type], from_pandas=True)
-
-
-def _wire_values(values: list[Any], column_type: FieldType, value_types: set[type]) -> Any:
-    return pd.arrays.ArrowExtensionArray(_wire_array(values, column_type, value_types))
-
-
 class TableBuilder:
     """Accumulates one table column by column from pages of records.
 
     With a `BatchDirectory`, every `rows_per_batch` rows are written to disk as one Arrow batch and
-    dropped from memory (see `table_data`); without one, the table is held until `finish()`.
+    dropped from memory (see `tables.batches`); without one, the table is held until `finish()`.
     """
 
     def __init__(
@@ -222,25 +141,21 @@ class TableBuilder:
         # Hot path (every value of every page): set comprehensions over types, not per-value calls.
         value_types = {type(v) for v in values}
         if dict in value_types or list in value_types:
-            values = [to_json_text(v) if type(v) in _NESTED_TYPES else v for v in values]
+            values = [to_json_text(v) if type(v) in NESTED_TYPES else v for v in values]
             value_types = (value_types - {dict, list}) | {JsonText}
         self._held_types[name] |= value_types
         (self._columns[name] if column is None else column).extend(values)
 
     def _column_type(self, name: str, value_types: set[type]) -> FieldType:
-        return resolve_type(self._declared.get(name), kinds_of(value_types))
+        return column_type(self._declared.get(name), value_types)
 
     def _write_batch(self, batches: BatchDirectory) -> None:
         """Write the rows held as one batch, each column of the type its values need so far."""
         arrays: dict[str, tuple[FieldType, pa.Array]] = {}
         for name, values in self._columns.items():
             held = self._held_types[name]
-            column_type = self._column_type(name, held)
-            if column_type is FieldType.STRING and not held <= {str, type(None)}:
-                # Text mixed with numbers or booleans: written as JSON text, so that strings can
-                # be told from the rest if a later batch widens the column to JSON.
-                column_type = FieldType.JSON
-            arrays[name] = (column_type, _wire_array(values, column_type, held))
+            written_as = batch_type(self._column_type(name, held), held)
+            arrays[name] = (written_as, wire_array(values, written_as, held))
             self._types[name] |= held
         self._written.append(write_batch(batches.new_file(self.name), arrays))
         self._columns = {name: [] for name in self._columns}
@@ -267,7 +182,9 @@ class TableBuilder:
         else:
             frame = pd.DataFrame(
                 {
-                    name: _wire_values(values, final[name], self._types[name])
+                    name: pd.arrays.ArrowExtensionArray(
+                        wire_array(values, final[name], self._types[name])
+                    )
                     for name, values in self._columns.items()
                 },
                 index=pd.RangeIndex(self._rows),
