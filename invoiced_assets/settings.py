@@ -49,7 +49,7 @@ class Settings:
     disabled_objects: frozenset[str] = frozenset()
     min_row_ratio: float = 0.5
     step_retries: int = 2
-    max_in_flight: int = 8
+    max_in_flight: int = 16
     step_retry_delay_seconds: float = 60.0
     duckdb_memory_limit: str = "256MB"
 
@@ -224,7 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         disabled_objects=parse_disabled_objects(env.get("INVOICED_DISABLED_OBJECTS")),
         min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
         step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
-        max_in_flight=int(_parse_number(env, "INVOICED_MAX_IN_FLIGHT", 8, 1, 20, whole=True)),
+        max_in_flight=int(_parse_number(env, "INVOICED_MAX_IN_FLIGHT", 16, 1, 20, whole=True)),
         step_retry_delay_seconds=_parse_number(
             env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
         ),

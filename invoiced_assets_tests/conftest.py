@@ -36,7 +36,7 @@ def fast_client(base_url: str, **overrides: object) -> InvoicedClient:
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
     """A small account (scale 0.2) shared by a module's tests that do not change its data or
-    faults. Stopped at the module's end: its thread would keep later steps from forking."""
+    faults. Stopped at the module's end."""
     with EmulatorServer(scale=0.2, seed=7, api_key=API_KEY) as server:
         yield server
 

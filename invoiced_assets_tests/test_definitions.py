@@ -159,7 +159,7 @@ def test_definitions_per_deployment(
     assert destination in spec.kinds
     assert "secret-password-123" not in repr(io_manager)
     assert isinstance(defs.resources["invoiced"], InvoicedResource)
-    assert defs.resources["invoiced"].max_in_flight == 8
+    assert defs.resources["invoiced"].max_in_flight == 16
 
 
 def test_dagster_cloud_yaml_points_at_the_definitions() -> None:

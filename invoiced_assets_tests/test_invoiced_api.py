@@ -4,7 +4,9 @@ Proves: every record once at page sizes 1, 7 and 100 (and past offset 10,000); t
 (all subscriptions, payments' applications); exact results under 10 % injected faults and 429s;
 401/404/400 fail at once with the API's message; retries stop at their bound with a clear error;
 the key never shows in logs, errors or reprs; settings are validated; proxies and CA bundle are
-taken from the environment.
+taken from the environment. The in-flight limit halves once per burst of 429s and grows back by
+one per `limit` answers, between one and its ceiling; a key crowded by other integrations lowers
+it, and every record still arrives.
 """
 
 import logging
@@ -25,6 +27,7 @@ from invoiced_assets.api.errors import (
     InvoicedNotFoundError,
     InvoicedRateLimitError,
 )
+from invoiced_assets.api.in_flight import InFlightLimit
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.emulator.server import ApiError
@@ -355,3 +358,54 @@ def test_proxies_and_ca_bundle_come_from_the_environment(
     assert proxied.verify == str(bundle)
     assert not proxied.trust_env  # nothing read from the environment per request
     assert "https" not in fast_client("https://bypassed.example")._session().proxies
+
+
+def test_the_in_flight_limit_halves_on_a_burst_of_429s_and_grows_back() -> None:
+    """On the limit alone, outcome by outcome: no threads, no timing."""
+    limit = InFlightLimit(16)
+    held = [limit.slot() for _ in range(4)]
+    outcomes = [slot.__enter__() for slot in held]
+    held[3].__exit__(None, None, None)  # answered while the limit is at its ceiling
+    for slot, outcome in zip(held[:3], outcomes, strict=False):
+        outcome.rate_limited = True  # three answers of one burst, all started before any 429
+        slot.__exit__(None, None, None)
+    assert limit.limit == 8, "one burst halves the limit once"
+    for answered in range(8):
+        with limit.slot():
+            pass
+        assert limit.limit == (9 if answered == 7 else 8), "one more per `limit` answers"
+    with limit.slot() as outcome:
+        outcome.rate_limited = True
+    assert limit.limit == 4
+    for _ in range(200):
+        with limit.slot():
+            pass
+    assert limit.limit == 16, "back to the ceiling, never above it"
+    for _ in range(6):
+        with limit.slot() as outcome:
+            outcome.rate_limited = True
+    assert limit.limit == 1, "never below one"
+
+
+def test_a_crowded_key_lowers_the_limit_and_every_record_still_arrives(
+    fresh_emulator: EmulatorServer,
+) -> None:
+    """The key's 20 mostly taken by other integrations: the service lets 4 of ours through."""
+    fresh_emulator.set_faults(FaultConfig(latency_ms=5, max_in_flight=4, retry_after_seconds=0))
+    fresh_emulator.reset_stats()
+    client = fast_client(fresh_emulator.url, page_size=10, max_in_flight=16)
+    listings = [client.object_listing(obj.name) for obj in SINGLE_LISTINGS]
+    results: dict[str, list] = {}
+    threads = [
+        threading.Thread(target=lambda lst=lst: results.setdefault(lst.endpoint, ids_of(lst)))
+        for lst in listings
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for obj, listing in zip(SINGLE_LISTINGS, listings, strict=True):
+        truth = sorted(r["id"] for r in fresh_emulator.records(obj.name))
+        assert sorted(results[listing.endpoint]) == truth, obj.name
+    assert fresh_emulator.stats()["by_status"].get("429", 0) > 0
+    assert client.in_flight.times_lowered > 0

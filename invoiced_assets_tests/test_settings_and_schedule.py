@@ -149,8 +149,8 @@ def test_snowflake_schema_must_be_an_identifier() -> None:
 
 
 def test_requests_in_flight_are_capped_by_the_service_limit() -> None:
-    assert load_settings({}).max_in_flight == 8
-    assert load_settings({"INVOICED_MAX_IN_FLIGHT": "16"}).max_in_flight == 16
+    assert load_settings({}).max_in_flight == 16
+    assert load_settings({"INVOICED_MAX_IN_FLIGHT": "8"}).max_in_flight == 8
     for raw in ("0", "21", "many"):
         with pytest.raises(SettingsError, match=r"INVOICED_MAX_IN_FLIGHT.*1 to 20"):
             load_settings({"INVOICED_MAX_IN_FLIGHT": raw})

@@ -5,7 +5,8 @@ Dagster (`InvoicedResource`, in `api.resource`, hands one out).
 - a `requests.Session` per thread, with `(connect, read)` timeouts;
 - the one retry policy (`api.retry`), driven here: waits between attempts hold no in-flight slot;
 - `Link`-header pagination (`api.listing`), pages of one listing strictly in order;
-- a process-wide cap on requests in flight (the service allows 20 per key);
+- a process-wide cap on requests in flight (the service allows 20 per key), lowered while the
+  service answers 429 (`api.in_flight`);
 - typed errors (`api.errors`) whose messages say what to fix and never contain the key.
 """
 
@@ -32,6 +33,7 @@ from invoiced_assets.api.errors import (
     describe_connection_error,
     error_for,
 )
+from invoiced_assets.api.in_flight import shared_limit
 from invoiced_assets.api.listing import LinkHeaderPaginator, Listing
 from invoiced_assets.api.retry import RetryPolicy
 from invoiced_assets.catalogue import get_object
@@ -41,6 +43,8 @@ ENVIRONMENT_URLS: Mapping[str, str] = {
     "sandbox": "https://api.sandbox.invoiced.com",
 }
 SERVICE_MAX_IN_FLIGHT = 20  # the service answers 429 past 20 concurrent requests per key
+# Our ceiling: leaves the key's other integrations 4 at our busiest (see `api.in_flight`).
+DEFAULT_MAX_IN_FLIGHT = 16
 USER_AGENT = "invoiced_assets (+https://github.com/invoiced-assets/invoiced_assets)"
 
 logger = logging.getLogger(__name__)
@@ -95,7 +99,7 @@ class ClientSettings:
     page_size: int = 100
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 60.0
-    max_in_flight: int = 8
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -107,16 +111,6 @@ class Fetched:
     body: Any
     attempts: int
     rate_limited: int
-
-
-_IN_FLIGHT_LOCK = threading.Lock()
-_IN_FLIGHT: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-
-
-def _in_flight_semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    """One semaphore per API host and limit, shared by every client in the process."""
-    with _IN_FLIGHT_LOCK:
-        return _IN_FLIGHT.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +125,7 @@ class InvoicedClient:
         self.settings = settings
         self.paginator = LinkHeaderPaginator()
         self._local = threading.local()
-        self._in_flight = _in_flight_semaphore(settings.base_url, settings.max_in_flight)
+        self.in_flight = shared_limit(settings.base_url, settings.max_in_flight)
         self._base = urlsplit(settings.base_url)
         # When each request on the network started: tells a read waiting on the API from a
         # CPU-bound one (see `waiting_seconds`).
@@ -225,7 +219,7 @@ class InvoicedClient:
     def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, bytes]:
         """One request, in flight from sending it to the end of its body."""
         token = next(self._tokens)
-        with self._in_flight:
+        with self.in_flight.slot() as outcome:
             self._started[token] = time.monotonic()
             try:
                 response = self._session().get(
@@ -236,6 +230,7 @@ class InvoicedClient:
                         self.settings.read_timeout_seconds,
                     ),
                 )
+                outcome.rate_limited = response.status_code == 429
                 return response, response.content  # the body is read while counted in flight
             finally:
                 del self._started[token]

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, field_validator
 
 from invoiced_assets.api.client import (
+    DEFAULT_MAX_IN_FLIGHT,
     ENVIRONMENT_URLS,
     SERVICE_MAX_IN_FLIGHT,
     ClientSettings,
@@ -50,12 +51,13 @@ class InvoicedResource(dg.ConfigurableResource):
         default=120.0, ge=0, description="The longest a Retry-After header may make a request wait."
     )
     max_in_flight: int = Field(
-        default=8,
+        default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
         le=SERVICE_MAX_IN_FLIGHT,
         description=(
             "Most requests in flight at once, shared by everything in the process. The service"
-            " allows 20 per key, shared with your other integrations."
+            " allows 20 per key, shared with your other integrations: the limit halves while"
+            " the service answers 429, and grows back after."
         ),
     )
 
