@@ -30,10 +30,11 @@ from invoiced_assets.catalogue import FieldType
 from invoiced_assets.tables.conversions import WIRE_ARROW_TYPES, rewire, wire_schema
 
 # Records per batch written to disk. A batch of events (the widest records) is 2 to 6 MB of
-# Arrow. Measured on a full load of every object at scale 5 (0 ms latency): peak RSS 639 MB with
-# batches of 2,000, 695 MB with 5,000, 772 MB with 20,000, and no difference in wall time beyond
-# run-to-run noise.
-BATCH_ROWS = 5_000
+# Arrow at 5,000. Measured on a full load of every object at scale 5: at 0 ms latency, peak RSS
+# 639 MB with batches of 2,000, 695 MB with 5,000, 772 MB with 20,000; at 100 ms (every object
+# read side by side), 764 MB with 2,000 against 930 MB with 5,000; wall times within run-to-run
+# noise.
+BATCH_ROWS = 2_000
 
 
 class TableData(Protocol):
