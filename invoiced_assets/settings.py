@@ -51,7 +51,7 @@ class Settings:
     step_retries: int = 2
     max_in_flight: int = 16
     step_retry_delay_seconds: float = 60.0
-    duckdb_memory_limit: str = "256MB"
+    duckdb_memory_limit: str = "64MB"
 
 
 def detect_deployment(env: Mapping[str, str]) -> Deployment:
@@ -166,7 +166,7 @@ def parse_duckdb_path(raw: str | None, schema: str = SCHEMA) -> Path:
     return path
 
 
-def parse_memory_limit(raw: str | None, default: str = "256MB") -> str:
+def parse_memory_limit(raw: str | None, default: str = "64MB") -> str:
     """INVOICED_DUCKDB_MEMORY_LIMIT: DuckDB's memory for writing, e.g. 256MB or 2GB."""
     value = (raw or default).strip().replace(" ", "")
     if not re.fullmatch(r"(?i)\d+(\.\d+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value):

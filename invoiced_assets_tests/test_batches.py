@@ -7,11 +7,13 @@ random mixes of values in every type; the batch files are one schema and DuckDB 
 one table; a full job run with tiny batches writes every field exactly (field by field against
 the emulator), removes each table's batch files once it is written and leaves none behind; a
 write that fails mid-listing (a full disk) keeps that table's last good copy and still writes
-the others. The allocator settings a step runs under (see `process_tuning`) are restored after.
+the others. The allocator settings a step runs under (see `sync.tuning`) are restored after;
+glibc's malloc is tuned where the C library is glibc.
 """
 
 import errno
 import random
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -262,3 +264,12 @@ def test_the_step_allocator_settings_are_restored_after_it() -> None:
         raise RuntimeError("a failed step")
     assert gc.get_threshold() == threshold
     assert pa.default_memory_pool().backend_name == pool
+
+
+def test_glibc_malloc_is_tuned_where_the_c_library_is_glibc() -> None:
+    import platform
+
+    from invoiced_assets.sync.tuning import tune_glibc_malloc
+
+    is_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert tune_glibc_malloc() is is_glibc

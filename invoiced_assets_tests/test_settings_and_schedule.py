@@ -159,7 +159,7 @@ def test_requests_in_flight_are_capped_by_the_service_limit() -> None:
 def test_duckdb_memory_limit_is_an_amount_every_connection_shares() -> None:
     from invoiced_assets.destinations import build_io_manager
 
-    assert load_settings({}).duckdb_memory_limit == "256MB"
+    assert load_settings({}).duckdb_memory_limit == "64MB"
     settings = load_settings({"INVOICED_DUCKDB_MEMORY_LIMIT": " 2 GB "})
     assert settings.duckdb_memory_limit == "2GB"
     # DuckDB refuses a second connection to an open file with another configuration.
