@@ -233,7 +233,10 @@ def main() -> int:
         f"  wall time          {wall:.2f} s ({'the whole command' if args.cli else 'the job run'})"
     )
     print(f"  records/s          {records / wall:,.0f}")
-    print(f"  API requests       {stats['requests']:,} (by status {stats['by_status']})")
+    print(
+        f"  API requests       {stats['requests']:,} (by status {stats['by_status']}; at most"
+        f" {stats['max_in_flight_seen']} in flight)"
+    )
     if not args.cli:
         print(f"  CPU                {job_cpu:.2f} s job process, {emulator_cpu:.2f} s emulator"
               f" (sharing {os.cpu_count()} cores)")  # fmt: skip

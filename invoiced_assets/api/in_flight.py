@@ -56,7 +56,10 @@ class InFlightLimit:
                 if self._answered_since_change >= self.limit:
                     self.limit += 1
                     self._answered_since_change = 0
-            self._condition.notify_all()
+                    self._condition.notify()  # one more slot
+            # One request may start in the slot freed (waking every waiting thread to find that
+            # out cost measurable CPU with dozens of listing threads).
+            self._condition.notify()
 
 
 class SlotOutcome:
