@@ -13,11 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from invoiced_assets.api.client import ENVIRONMENT_URLS, validate_base_url
+from invoiced_assets.api.client import (
+    DEFAULT_MAX_IN_FLIGHT,
+    ENVIRONMENT_URLS,
+    SERVICE_MAX_IN_FLIGHT,
+    validate_base_url,
+)
 from invoiced_assets.api.errors import InvoicedConfigurationError
 
 SCHEMA = "invoiced"  # the DuckDB schema holding every table
 DEFAULT_SNOWFLAKE_SCHEMA = "INVOICED"
+# DuckDB may use this much memory (INVOICED_DUCKDB_MEMORY_LIMIT); it writes what does not fit to
+# the database file, and keeps what it wrote cached up to the limit, so this is also what it
+# holds between writes. Its own default, 80 % of the machine's memory, let a write hold its whole
+# table: RSS 1.0 GB writing a 1.4 GB table, 0.5 GB at 256MB (1.7x the time, 3.1 s instead of
+# 1.8 s for a million rows). At 64MB a full load of every object at scale 5 peaks 170 MB lower
+# than at 256MB, and the core objects at 0 ms took no longer (8.4-8.9 s against 9.4 s).
+DEFAULT_DUCKDB_MEMORY_LIMIT = "64MB"
 DEFAULT_DUCKDB_PATH = Path("data") / "warehouse.duckdb"
 DESTINATIONS = ("duckdb", "snowflake")
 SNOWFLAKE_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE")
@@ -49,9 +61,9 @@ class Settings:
     disabled_objects: frozenset[str] = frozenset()
     min_row_ratio: float = 0.5
     step_retries: int = 2
-    max_in_flight: int = 16
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     step_retry_delay_seconds: float = 60.0
-    duckdb_memory_limit: str = "64MB"
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
 
 def detect_deployment(env: Mapping[str, str]) -> Deployment:
@@ -166,7 +178,7 @@ def parse_duckdb_path(raw: str | None, schema: str = SCHEMA) -> Path:
     return path
 
 
-def parse_memory_limit(raw: str | None, default: str = "64MB") -> str:
+def parse_memory_limit(raw: str | None, default: str = DEFAULT_DUCKDB_MEMORY_LIMIT) -> str:
     """INVOICED_DUCKDB_MEMORY_LIMIT: DuckDB's memory for writing, e.g. 256MB or 2GB."""
     value = (raw or default).strip().replace(" ", "")
     if not re.fullmatch(r"(?i)\d+(\.\d+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value):
@@ -224,7 +236,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         disabled_objects=parse_disabled_objects(env.get("INVOICED_DISABLED_OBJECTS")),
         min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
         step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
-        max_in_flight=int(_parse_number(env, "INVOICED_MAX_IN_FLIGHT", 16, 1, 20, whole=True)),
+        max_in_flight=int(
+            _parse_number(
+                env,
+                "INVOICED_MAX_IN_FLIGHT",
+                DEFAULT_MAX_IN_FLIGHT,
+                1,
+                SERVICE_MAX_IN_FLIGHT,
+                whole=True,
+            )
+        ),
         step_retry_delay_seconds=_parse_number(
             env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
         ),

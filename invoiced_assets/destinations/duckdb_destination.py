@@ -27,6 +27,7 @@ from pydantic import PrivateAttr
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
+from invoiced_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
 from invoiced_assets.tables.shaping import ShapedTable
 
 DUCKDB_TYPES: Mapping[FieldType, str] = {
@@ -37,13 +38,6 @@ DUCKDB_TYPES: Mapping[FieldType, str] = {
     FieldType.STRING: "VARCHAR",
     FieldType.JSON: "JSON",
 }
-# DuckDB may use this much memory (INVOICED_DUCKDB_MEMORY_LIMIT); it writes what does not fit to
-# the database file, and keeps what it wrote cached up to the limit, so this is also what it
-# holds between writes. Its default, 80 % of the machine's memory, let a write hold its whole
-# table: RSS 1.0 GB writing a 1.4 GB table, 0.5 GB at 256MB (1.7x the time, 3.1 s instead of
-# 1.8 s for a million rows). At 64MB a full load of every object at scale 5 peaks 170 MB lower
-# than at 256MB, and the core objects at 0 ms took no longer (8.4-8.9 s against 9.4 s).
-DEFAULT_MEMORY_LIMIT = "64MB"
 KEY_SET_PREFIX = "__keys_"
 _FIELD_TYPES = {sql: field_type for field_type, sql in DUCKDB_TYPES.items()}
 
@@ -143,7 +137,7 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
 
     database: str
     schema_name: str = "invoiced"
-    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     _dialect: DuckDBDialect | None = PrivateAttr(default=None)
 
     @property
@@ -210,14 +204,14 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
             return session.connection.execute(f"SELECT * FROM {self.dialect.published(table)}").df()
 
 
-def duckdb_connection_config(memory_limit: str = DEFAULT_MEMORY_LIMIT) -> dict[str, Any]:
+def duckdb_connection_config(memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT) -> dict[str, Any]:
     """The configuration of every connection to the warehouse file (DuckDB refuses a second
     connection to an open file with another configuration, so readers use the same one)."""
     return {"memory_limit": memory_limit}
 
 
 def duckdb_io_manager(
-    database: Path, schema: str, memory_limit: str = DEFAULT_MEMORY_LIMIT
+    database: Path, schema: str, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 ) -> InvoicedDuckDBIOManager:
     database.parent.mkdir(parents=True, exist_ok=True)
     return InvoicedDuckDBIOManager(
