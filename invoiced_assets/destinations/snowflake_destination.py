@@ -162,9 +162,7 @@ class SnowflakeDialect:
         if target is FieldType.JSON:
             if source is FieldType.DECIMAL:
                 return f"PARSE_JSON(TO_VARCHAR({value}))"
-            if source is FieldType.TIMESTAMP:
-                return f"TO_VARIANT(TO_VARCHAR({value}, {_TIMESTAMP_TEXT}))"
-            return f"TO_VARIANT({value})"
+            return f"TO_VARIANT({value})"  # integers and booleans (a timestamp widens to text)
         return f"CAST({value} AS {SNOWFLAKE_TYPES[target]})"  # integer → decimal
 
     def widen_columns(

@@ -150,29 +150,21 @@ def wire_array(values: list[Any], field_type: FieldType, value_types: set[type])
     return pa.array(values, WIRE_ARROW_TYPES[field_type], from_pandas=True)
 
 
-def batch_type(field_type: FieldType, value_types: set[type]) -> FieldType:
-    """The type a batch's column is written as. Text mixed with other values is written as JSON
-    text, so that `rewire` can tell its strings from the rest if the listing ends as text."""
-    if field_type is FieldType.STRING and not value_types <= {str, type(None)}:
-        return FieldType.JSON
-    return field_type
-
-
 def rewire(array: pa.Array, source: FieldType, target: FieldType) -> pa.Array:
     """A batch's column of `source` type spelled as the whole listing spells `target` values.
 
     The values are taken back to what the API sent (decimal text was `repr` of a JSON number),
     then written as `wire_array` writes them for a `target` column: JSON's spelling for numbers
-    and booleans in a text or JSON column, a JSON string for text in a JSON column. A text
-    column that also held other values was written as JSON text (`batch_type`), so its strings
-    can be told from the rest here.
+    and booleans in a text or JSON column, a JSON string for text in a JSON column, and a JSON
+    column as text keeps its JSON text, but for JSON strings, which are their text. (A batch is
+    never written as text when the listing ends as another type: text is the widest.)
     """
     if source is target:
         return array
     if array.null_count == len(array):
         return pa.nulls(len(array), WIRE_ARROW_TYPES[target])
     values = array.to_pylist()
-    if source is FieldType.JSON:  # only ever widened to text
+    if source is FieldType.JSON:  # widened only to text
         decoded = (orjson.loads(v) if v is not None else None for v in values)
         return pa.array(
             [

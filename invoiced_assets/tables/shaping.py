@@ -27,7 +27,6 @@ from invoiced_assets.tables.batches import (
 from invoiced_assets.tables.conversions import (
     NESTED_TYPES,
     JsonText,
-    batch_type,
     column_type,
     to_json_text,
     wire_array,
@@ -154,8 +153,8 @@ class TableBuilder:
         arrays: dict[str, tuple[FieldType, pa.Array]] = {}
         for name, values in self._columns.items():
             held = self._held_types[name]
-            written_as = batch_type(self._column_type(name, held), held)
-            arrays[name] = (written_as, wire_array(values, written_as, held))
+            field_type = self._column_type(name, held)
+            arrays[name] = (field_type, wire_array(values, field_type, held))
             self._types[name] |= held
         self._written.append(write_batch(batches.new_file(self.name), arrays))
         self._columns = {name: [] for name in self._columns}
@@ -172,7 +171,7 @@ class TableBuilder:
             if final[name] is not declared
         }
         unknown = [name for name in self._columns if name not in self._declared]
-        columns = [Column(name, column_type) for name, column_type in final.items()]
+        columns = [Column(name, field_type) for name, field_type in final.items()]
         data: TableData
         if self._written:
             if self._rows:
