@@ -29,9 +29,9 @@ from urllib3.util.retry import Retry
 from invoiced_assets.api.errors import (
     InvoicedAPIError,
     InvoicedConfigurationError,
-    InvoicedConnectionError,
     describe_connection_error,
     error_for,
+    failure_error,
 )
 from invoiced_assets.api.in_flight import shared_limit
 from invoiced_assets.api.listing import LinkHeaderPaginator, Listing
@@ -249,21 +249,7 @@ class InvoicedClient:
         try:
             retry = retry.increment("GET", url, error=failure)
         except MaxRetryError:
-            if response is not None:
-                raise InvoicedAPIError(
-                    f"GET {path} answered HTTP {response.status_code} with a body that is not"
-                    f" valid JSON, after {attempts} attempts. The service may be degraded; try"
-                    " again later.",
-                    path=path,
-                    status=response.status_code,
-                    attempts=attempts,
-                ) from None
-            raise InvoicedConnectionError(
-                f"GET {path} failed after {attempts} attempts: {failure}. Check the network and"
-                " INVOICED_BASE_URL / INVOICED_ENVIRONMENT.",
-                path=path,
-                attempts=attempts,
-            ) from None
+            raise failure_error(path, str(failure), attempts, response) from None
         self._wait(path, str(failure), len(retry.history), retry.get_backoff_time())
         return retry
 

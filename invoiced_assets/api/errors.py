@@ -150,3 +150,24 @@ def error_for(response: requests.Response, path: str, attempts: int) -> Invoiced
     return InvoicedInvalidRequestError(
         f"Invoiced refused GET {path}{param_hint} with HTTP {status}{said}.", **common
     )
+
+
+def failure_error(
+    path: str, failure: str, attempts: int, response: requests.Response | None = None
+) -> InvoicedError:
+    """The error once every attempt failed without an answer to map (`error_for`): a body that
+    was not valid JSON (`response` given), or a connection that failed."""
+    if response is not None:
+        return InvoicedAPIError(
+            f"GET {path} answered HTTP {response.status_code} with a body that is not valid"
+            f" JSON, after {attempts} attempts. The service may be degraded; try again later.",
+            path=path,
+            status=response.status_code,
+            attempts=attempts,
+        )
+    return InvoicedConnectionError(
+        f"GET {path} failed after {attempts} attempts: {failure}. Check the network and"
+        " INVOICED_BASE_URL / INVOICED_ENVIRONMENT.",
+        path=path,
+        attempts=attempts,
+    )
