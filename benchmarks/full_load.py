@@ -168,19 +168,18 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0.0) for pid in tree)
 
 
-CLI_PEAK_TREE_MB = [0.0]
-
-
-def run_cli() -> tuple[bool, int]:
-    """`dagster job execute`, sampling the summed RSS of every process it starts."""
+def run_cli() -> tuple[bool, float]:
+    """`dagster job execute`; whether it succeeded, and the most RSS its processes held
+    together (sampled)."""
     dagster = str(Path(sys.executable).parent / "dagster")
     command = subprocess.Popen([dagster, "job", "execute", "-m", "invoiced_assets", "-j",
                                 "invoiced_sync"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
+    peak_mb = 0.0
     while command.poll() is None:
-        CLI_PEAK_TREE_MB[0] = max(CLI_PEAK_TREE_MB[0], tree_rss_mb(command.pid))
+        peak_mb = max(peak_mb, tree_rss_mb(command.pid))
         time.sleep(0.2)
-    return command.returncode == 0, -1
+    return command.returncode == 0, peak_mb
 
 
 def counts_against_truth(truth: dict[str, int], enabled: list[str]) -> list[str]:
@@ -232,7 +231,10 @@ def main() -> int:
         job, instance = (None, None) if args.cli else load_job(args.instance)
         startup = time.perf_counter() - started
         started, job_cpu = time.perf_counter(), cpu_seconds()
-        ok, rows = run_cli() if args.cli else run_in_process(job, instance)
+        if args.cli:
+            (ok, tree_mb), rows = run_cli(), -1
+        else:
+            ok, rows = run_in_process(job, instance)
         wall, job_cpu = time.perf_counter() - started, cpu_seconds() - job_cpu
         cli_rss = peak_rss_mb(children=True)
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu
@@ -272,7 +274,7 @@ def main() -> int:
               f" (sharing {os.cpu_count()} cores)")  # fmt: skip
     if args.cli:
         print(f"  peak RSS           {cli_rss:,.0f} MB the largest process of the command;"
-              f" {CLI_PEAK_TREE_MB[0]:,.0f} MB all its processes together (sampled)")  # fmt: skip
+              f" {tree_mb:,.0f} MB all its processes together (sampled)")  # fmt: skip
     else:
         print(f"  peak RSS           {peak_rss_mb():,.0f} MB (the job's process: the only one)")
     if bound:

@@ -9,7 +9,6 @@
   at scale 5 (peak RSS of the full load, all objects, at 0 ms: 790 MB with it, 690 MB with the
   system allocator, no measurable change in time). During a step Arrow allocates from the
   system allocator, which hands large blocks back when they are freed.
-
 - glibc's malloc (Linux): each thread that allocates under contention gets an arena of its own
   (up to 8 per core), and freed blocks stay in it; and a freed block of more than 128 KB (a page
   of JSON, an Arrow buffer) raises the size below which later blocks come from those arenas
