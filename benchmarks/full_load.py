@@ -127,7 +127,7 @@ def load_job(instance_kind: str = "sqlite") -> tuple[object, object]:
     """
     import dagster as dg
 
-    from invoiced_assets.definitions import build_definitions
+    from invoiced_assets.component import build_definitions
     from invoiced_assets.settings import load_settings
 
     job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")

@@ -47,7 +47,7 @@ def run_once() -> None:
     started = time.perf_counter()
     import dagster as dg
 
-    from invoiced_assets.definitions import build_definitions
+    from invoiced_assets.component import build_definitions
     from invoiced_assets.settings import load_settings
 
     job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")

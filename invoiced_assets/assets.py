@@ -16,10 +16,11 @@ import dagster as dg
 from invoiced_assets import checks
 from invoiced_assets.api import InvoicedResource
 from invoiced_assets.catalogue import CATALOGUE, ChildTable, InvoicedObject
+from invoiced_assets.settings import DEFAULT_KEY_PREFIX
 from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
 from invoiced_assets.sync.exclusivity import POOL
 
-KEY_PREFIX = "invoiced"
+KEY_PREFIX = DEFAULT_KEY_PREFIX
 API_KEY = "invoiced"
 # The destination: the IO manager that publishes the tables, which the step also stages into.
 IO_MANAGER_KEY = "invoiced_io_manager"
@@ -32,10 +33,11 @@ class TableAsset:
     table: str
     obj: InvoicedObject
     child: ChildTable | None = None
+    key_prefix: tuple[str, ...] = (KEY_PREFIX,)
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey([KEY_PREFIX, self.table])
+        return dg.AssetKey([*self.key_prefix, self.table])
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -62,11 +64,14 @@ class TableAsset:
         )
 
 
-def table_assets(catalogue: Sequence[InvoicedObject] = CATALOGUE) -> list[TableAsset]:
+def table_assets(
+    catalogue: Sequence[InvoicedObject] = CATALOGUE, key_prefix: Sequence[str] = (KEY_PREFIX,)
+) -> list[TableAsset]:
+    prefix = tuple(key_prefix)
     tables: list[TableAsset] = []
     for obj in catalogue:
-        tables.append(TableAsset(obj.name, obj))
-        tables += [TableAsset(child.name, obj, child) for child in obj.children]
+        tables.append(TableAsset(obj.name, obj, key_prefix=prefix))
+        tables += [TableAsset(child.name, obj, child, prefix) for child in obj.children]
     return tables
 
 
@@ -85,10 +90,11 @@ def build_invoiced_assets(
     frequency_hours: int = 1,
     options: SyncOptions | None = None,
     retry_policy: dg.RetryPolicy | None = None,
+    key_prefix: Sequence[str] = (KEY_PREFIX,),
 ) -> dg.AssetsDefinition:
     """The multi-asset that reads Invoiced and publishes one table per spec, with its checks."""
     options = options or SyncOptions()
-    tables = table_assets(catalogue)
+    tables = table_assets(catalogue, key_prefix)
     by_name = {t.table: t for t in tables}
     specs = [
         dg.AssetSpec(
@@ -122,7 +128,9 @@ def build_invoiced_assets(
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         invoiced: InvoicedResource = getattr(context.resources, API_KEY)
         destination = getattr(context.resources, IO_MANAGER_KEY)
-        step = SyncStep(context, invoiced.get_client(), destination, by_name, options, config)
+        step = SyncStep(
+            context, invoiced.get_client(), destination, by_name, options, config, tuple(key_prefix)
+        )
         yield from step.run()
 
     return invoiced_tables

@@ -31,6 +31,12 @@ DEFAULT_SNOWFLAKE_SCHEMA = "INVOICED"
 # than at 256MB, and the core objects at 0 ms took no longer (8.4-8.9 s against 9.4 s).
 DEFAULT_DUCKDB_MEMORY_LIMIT = "64MB"
 DEFAULT_DUCKDB_PATH = Path("data") / "warehouse.duckdb"
+DEFAULT_KEY_PREFIX = "invoiced"  # assets are `invoiced/<table>`
+# The events sensor polls /events this often (INVOICED_EVENTS_POLL_SECONDS): one request a
+# poll while nothing changed. Not more often than every 30 s: the key's 20 requests in flight
+# are shared with the syncs and the account's other integrations.
+DEFAULT_EVENTS_POLL_SECONDS = 60
+MIN_EVENTS_POLL_SECONDS = 30
 DESTINATIONS = ("duckdb", "snowflake")
 SNOWFLAKE_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE")
 SNOWFLAKE_CREDENTIALS = (
@@ -64,6 +70,12 @@ class Settings:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     step_retry_delay_seconds: float = 60.0
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    events_sensor: bool = False
+    events_poll_seconds: int = DEFAULT_EVENTS_POLL_SECONDS
+    # Set only by the Component (`component.InvoicedComponent`): the standalone project keeps
+    # the public names, assets under `invoiced/` and the key in INVOICED_API_KEY.
+    key_prefix: tuple[str, ...] = (DEFAULT_KEY_PREFIX,)
+    api_key_env: str = "INVOICED_API_KEY"
 
 
 def detect_deployment(env: Mapping[str, str]) -> Deployment:
@@ -151,6 +163,19 @@ def parse_disabled_objects(raw: str | None) -> frozenset[str]:
     if len(names) == len(OBJECTS_BY_NAME):
         raise SettingsError("INVOICED_DISABLED_OBJECTS disables every object: leave at least one.")
     return names
+
+
+def parse_switch(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (any case)."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}.")
 
 
 def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
@@ -250,4 +275,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "INVOICED_STEP_RETRY_DELAY_SECONDS", 60, 0, 3600, whole=False
         ),
         duckdb_memory_limit=parse_memory_limit(env.get("INVOICED_DUCKDB_MEMORY_LIMIT")),
+        events_sensor=parse_switch(env, "INVOICED_EVENTS_SENSOR"),
+        events_poll_seconds=int(
+            _parse_number(
+                env,
+                "INVOICED_EVENTS_POLL_SECONDS",
+                DEFAULT_EVENTS_POLL_SECONDS,
+                MIN_EVENTS_POLL_SECONDS,
+                24 * 3600,
+                whole=True,
+            )
+        ),
     )

@@ -18,7 +18,7 @@ import yaml
 from invoiced_assets.api import InvoicedResource
 from invoiced_assets.assets import IO_MANAGER_KEY, table_assets
 from invoiced_assets.catalogue import CATALOGUE
-from invoiced_assets.definitions import build_definitions
+from invoiced_assets.component import build_definitions
 from invoiced_assets.destinations.duckdb_destination import InvoicedDuckDBIOManager
 from invoiced_assets.destinations.snowflake_destination import InvoicedSnowflakeIOManager
 from invoiced_assets.settings import SettingsError, load_settings
@@ -41,9 +41,23 @@ GROUPS = {
 
 def test_module_defs_load() -> None:
     import invoiced_assets
+    import invoiced_assets.definitions
 
-    dg.Definitions.validate_loadable(invoiced_assets.defs)
-    assert "defs" in dir(invoiced_assets)
+    dg.Definitions.validate_loadable(invoiced_assets.definitions.defs)
+    # What `dagster job execute -m invoiced_assets` finds: the definitions, built on demand.
+    assert invoiced_assets.defs() is invoiced_assets.definitions.defs
+    assert set(dir(invoiced_assets)) == {"InvoicedComponent", "defs"}
+
+
+def test_looking_for_components_does_not_build_this_projects_definitions() -> None:
+    # What `dg list components` does with a registry module: every name in dir(), fetched.
+    code = (
+        "import sys, invoiced_assets as m\n"
+        "found = {n: getattr(m, n) for n in dir(m)}\n"
+        "print(sorted(found), 'invoiced_assets.definitions' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['InvoicedComponent',", "'defs']", "False"]
 
 
 def test_assets_job_and_schedule() -> None:
@@ -107,7 +121,7 @@ def test_bad_settings_fail_loading_the_definitions(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOICED_", "SNOWFLAKE_"))}
     env[variable] = value
     done = subprocess.run(
-        [sys.executable, "-c", "import invoiced_assets; invoiced_assets.defs"],
+        [sys.executable, "-c", "import invoiced_assets; invoiced_assets.defs()"],
         env=env,
         capture_output=True,
         text=True,

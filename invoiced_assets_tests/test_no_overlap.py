@@ -36,7 +36,7 @@ import pytest
 
 from invoiced_assets import assets, schedules
 from invoiced_assets.catalogue import CATALOGUE, INVOICES
-from invoiced_assets.definitions import build_definitions
+from invoiced_assets.component import build_definitions
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import load_settings
 from invoiced_assets.sync import exclusivity
@@ -44,6 +44,7 @@ from invoiced_assets.sync.exclusivity import POOL, SyncRun
 
 from .conftest import API_KEY, use_emulator
 
+PREFIX = (assets.KEY_PREFIX,)
 T = TypeVar("T")
 SELECTED = ("customers", "invoices")
 ONLY_SELECTED = ",".join(obj.name for obj in CATALOGUE if obj.name not in SELECTED)
@@ -78,7 +79,8 @@ def add_run(
 
 
 def evaluate_schedule(instance: dg.DagsterInstance) -> Any:
-    schedule = schedules.build_sync_schedule(schedules.build_sync_job(), 6)
+    prefix = [assets.KEY_PREFIX]
+    schedule = schedules.build_sync_schedule(schedules.build_sync_job(prefix), 6, prefix)
     return schedule(dg.build_schedule_context(instance=instance))
 
 
@@ -174,16 +176,15 @@ def test_the_pool_counts_only_when_it_holds_this_step_alone(
 def test_an_older_run_is_not_blocked_by_a_newer_one(instance: dg.DagsterInstance) -> None:
     older = add_run(instance, dg.DagsterRunStatus.STARTED)
     newer = add_run(instance, dg.DagsterRunStatus.STARTING)
-    assert "give way to this run" in exclusivity.check_sole_sync(instance, older)
+    assert "give way to this run" in exclusivity.check_sole_sync(instance, older, PREFIX)
     with pytest.raises(dg.Failure) as raised:
-        exclusivity.check_sole_sync(instance, newer)
+        exclusivity.check_sole_sync(instance, newer, PREFIX)
     message = raised.value.description or ""
     assert f"run {older} (STARTED," in message and "terminate (or delete) it" in message
     assert "default_limit: 1" in message and not raised.value.allow_retries
 
 
 def test_the_constants_agree_with_the_definitions() -> None:
-    assert exclusivity.SYNC_KEY_PREFIX == assets.KEY_PREFIX
     job = build_definitions(load_settings({})).resolve_job_def(schedules.JOB_NAME)
     assert {node.definition.pool for node in job.graph.nodes} == {POOL}
 

@@ -27,7 +27,7 @@ from dagster_snowflake import SnowflakeResource
 
 from invoiced_assets import checks
 from invoiced_assets.catalogue import INVOICES
-from invoiced_assets.definitions import build_definitions
+from invoiced_assets.component import build_definitions
 from invoiced_assets.destinations.duckdb_destination import (
     InvoicedDuckDBIOManager,
     duckdb_connection_config,

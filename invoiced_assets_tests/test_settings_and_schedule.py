@@ -53,7 +53,7 @@ def test_cron_matches_frequency(hours: int, cron: str) -> None:
 
 @pytest.mark.parametrize("hours", [1, 6, 24])
 def test_the_schedule_keeps_its_name_cron_time_zone_and_status(hours: int) -> None:
-    schedule = build_sync_schedule(build_sync_job(), hours)
+    schedule = build_sync_schedule(build_sync_job(["invoiced"]), hours, ["invoiced"])
     assert schedule.name == SCHEDULE_NAME == "invoiced_sync_schedule"
     assert schedule.cron_schedule == cron_for_frequency(hours)
     assert schedule.execution_timezone == "UTC"

@@ -27,7 +27,7 @@ import snowflake.connector
 
 from invoiced_assets.assets import table_assets
 from invoiced_assets.catalogue import CATALOGUE, INVOICES, PAYMENTS
-from invoiced_assets.definitions import build_definitions
+from invoiced_assets.component import build_definitions
 from invoiced_assets.destinations.snowflake_destination import (
     STAGING_PREFIX,
     snowflake_io_manager,

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from invoiced_assets.catalogue import CATALOGUE
-from invoiced_assets.definitions import build_definitions
+from invoiced_assets.component import build_definitions
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.extract import pace, windows
 from invoiced_assets.settings import load_settings

@@ -81,6 +81,7 @@ class SyncState:
 EVENT_OBJECTS: Mapping[str, InvoicedObject] = {
     obj.event_object: obj for obj in CATALOGUE if obj.event_object
 }
+EVENTS_OBJECT = "events"  # the log itself: every new event is a new row of its table
 
 
 @dataclass
@@ -131,6 +132,58 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
                 # A contact added or changed leaves its customer's updated_at as it was.
                 deletions.touched_customers.setdefault(obj.name, set()).add(customer)
     return deletions
+
+
+# The events sensor reads at most this many pages of new events a poll; more new events than
+# that (a sensor switched back on after a long pause) means every table is synced.
+CHANGES_MAX_PAGES = 10
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What `/events` says changed after an event id: the objects whose tables a sync must
+    read (None: too many events to sort, sync everything), and the newest event id seen."""
+
+    since_event_id: int
+    newest_event_id: int
+    objects: frozenset[str] | None
+    requests: int
+
+    @property
+    def any(self) -> bool:
+        return self.newest_event_id > self.since_event_id
+
+
+def objects_changed_by(event_type: str) -> set[str]:
+    """The objects whose tables an event changes: its own object's, the events table, and on a
+    deletion the records the service deletes with it, without events of their own
+    (`deleted_with`: a customer's contacts, payment sources, notes and tasks)."""
+    object_type, _, action = event_type.rpartition(".")
+    changed = {EVENTS_OBJECT}
+    obj = EVENT_OBJECTS.get(object_type)
+    if obj is not None:
+        changed.add(obj.name)
+        if action == "deleted":
+            changed |= {o.name for o in CATALOGUE if obj.name in o.deleted_with.values()}
+    return changed
+
+
+def read_changes(
+    client: InvoicedClient, since_event_id: int, max_pages: int = CHANGES_MAX_PAGES
+) -> Changes:
+    """The events after `since_event_id`, newest first: one request while nothing changed."""
+    listing = client.listing("/events", {})
+    newest, objects = since_event_id, set[str]()
+    for pages, page in enumerate(listing, start=1):
+        for event in page:
+            event_id = int(event["id"])
+            if event_id <= since_event_id:
+                return Changes(since_event_id, newest, frozenset(objects), listing.stats.requests)
+            newest = max(newest, event_id)
+            objects |= objects_changed_by(str(event.get("type", "")))
+        if pages >= max_pages:
+            return Changes(since_event_id, newest, None, listing.stats.requests)
+    return Changes(since_event_id, newest, frozenset(objects), listing.stats.requests)
 
 
 def event_customer(obj: InvoicedObject, subject: Mapping[str, Any]) -> Any:

@@ -23,9 +23,7 @@ import dagster as dg
 
 POOL = "invoiced_sync"  # the sync step's concurrency pool (`assets.build_invoiced_assets`)
 SYNC_JOB = "invoiced_sync"  # the job's name (`schedules.JOB_NAME` is this)
-# The assets' key prefix (`assets.KEY_PREFIX`, which imports this package: a test checks they
-# agree): a run materializing any of them, e.g. the UI's "Materialize", runs the sync step too.
-SYNC_KEY_PREFIX = "invoiced"
+FULL_RELOAD_JOB = "invoiced_full_reload"  # the same sync, always full
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -59,19 +57,22 @@ def sync_run(record: dg.RunRecord) -> SyncRun:
     return SyncRun(run.run_id, run.status, record.create_timestamp, record.storage_id)
 
 
-def is_sync(run: dg.DagsterRun) -> bool:
-    """Whether the run executes the sync step: a run of the job, or of any of its assets."""
-    if run.job_name == SYNC_JOB:
+def is_sync(run: dg.DagsterRun, key_prefix: Sequence[str]) -> bool:
+    """Whether the run executes the sync step: a run of the job, or of any of its assets (those
+    under `key_prefix`: a run materializing any of them, e.g. the UI's "Materialize", runs it)."""
+    if run.job_name in (SYNC_JOB, FULL_RELOAD_JOB):
         return True
     keys = set(run.asset_selection or ())
     keys |= {check.asset_key for check in run.asset_check_selection or ()}
-    return any(key.path[0] == SYNC_KEY_PREFIX for key in keys)
+    prefix = list(key_prefix)
+    return any(key.path[: len(prefix)] == prefix for key in keys)
 
 
-def syncs_in_progress(instance: dg.DagsterInstance) -> list[SyncRun]:
+def syncs_in_progress(instance: dg.DagsterInstance, key_prefix: Sequence[str]) -> list[SyncRun]:
     """Every sync queued or in progress on the instance, earliest recorded first."""
     records = instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS)))
-    return sorted((sync_run(r) for r in records if is_sync(r.dagster_run)), key=lambda r: r.order)
+    syncs = [sync_run(r) for r in records if is_sync(r.dagster_run, key_prefix)]
+    return sorted(syncs, key=lambda r: r.order)
 
 
 def run_to_give_way_to(this: SyncRun | None, in_progress: Sequence[SyncRun]) -> SyncRun | None:
@@ -144,12 +145,12 @@ def pool_gap_on(instance: dg.DagsterInstance, run_id: str) -> str | None:
     return pool_gap(True, info.limit, holds_slot)
 
 
-def check_sole_sync(instance: dg.DagsterInstance, run_id: str) -> str:
+def check_sole_sync(instance: dg.DagsterInstance, run_id: str, key_prefix: Sequence[str]) -> str:
     """Raise `dg.Failure` if run `run_id` must give way to an earlier sync; else say why not."""
     gap = pool_gap_on(instance, run_id)
     if gap is None:
         return f"This run holds the only slot of the pool {POOL}: no other sync runs meanwhile."
-    in_progress = syncs_in_progress(instance)
+    in_progress = syncs_in_progress(instance, key_prefix)
     this = next((r for r in in_progress if r.run_id == run_id), None)
     earlier = run_to_give_way_to(this, in_progress)
     if earlier is not None:
@@ -168,6 +169,6 @@ def check_sole_sync(instance: dg.DagsterInstance, run_id: str) -> str:
     return "No other sync is queued or in progress."
 
 
-def ensure_sole_sync(context: dg.AssetExecutionContext) -> None:
+def ensure_sole_sync(context: dg.AssetExecutionContext, key_prefix: Sequence[str]) -> None:
     """Fail the step at once if an earlier sync is queued or in progress (see the module)."""
-    context.log.info(check_sole_sync(context.instance, context.run.run_id))
+    context.log.info(check_sole_sync(context.instance, context.run.run_id, key_prefix))

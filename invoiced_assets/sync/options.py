@@ -1,6 +1,7 @@
 """How a sync runs: options fixed by the settings, and what one run's config may change."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 
 import dagster as dg
 from pydantic import Field
@@ -15,8 +16,25 @@ class SyncOptions:
     min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO
 
 
+class SyncMode(Enum):
+    """How one run reads: offered as a choice in the launchpad."""
+
+    full = "full"
+    incremental = "incremental"
+
+
 class SyncRunConfig(dg.Config):
     """Run config of `invoiced_tables` (the launchpad, `dg launch --config-json`)."""
+
+    sync_mode: SyncMode | None = Field(
+        default=None,
+        description=(
+            "This run only: `full` reads and replaces every selected table; `incremental` reads"
+            " what changed since each table's last sync (a table never loaded, or due for its"
+            " full reconciliation, is still loaded in full). Unset: the deployment's"
+            " INVOICED_SYNC_MODE."
+        ),
+    )
 
     accept_row_drop: list[str] = Field(
         default_factory=list,
@@ -26,3 +44,9 @@ class SyncRunConfig(dg.Config):
             " deletion in Invoiced; any other failed check still blocks."
         ),
     )
+
+    def options_for_run(self, options: SyncOptions) -> SyncOptions:
+        """The deployment's options, with this run's `sync_mode` if it sets one."""
+        if self.sync_mode is None:
+            return options
+        return replace(options, incremental=self.sync_mode is SyncMode.incremental)

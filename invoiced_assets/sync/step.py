@@ -56,8 +56,11 @@ class SyncStep:
         tables: Mapping[str, Any],
         options: SyncOptions,
         run_config: SyncRunConfig,
+        key_prefix: tuple[str, ...],
     ) -> None:
+        options = run_config.options_for_run(options)
         self.context = context
+        self.key_prefix = key_prefix
         self.client = client
         self.destination = destination
         self.all_tables = tables
@@ -83,7 +86,7 @@ class SyncStep:
         self.blocked: list[BlockedObject] = []
 
     def run(self) -> Iterator[Event]:
-        ensure_sole_sync(self.context)  # before anything is read or written
+        ensure_sole_sync(self.context, self.key_prefix)  # before anything is read or written
         # One session for everything the step does in the warehouse (the publishes included).
         with self.destination.held_session():
             if self.tables:
