@@ -16,9 +16,11 @@ import dagster as dg
 from invoiced_assets import checks
 from invoiced_assets.api import InvoicedResource
 from invoiced_assets.catalogue import CATALOGUE, ChildTable, InvoicedObject
+from invoiced_assets.destinations import column_spelling
 from invoiced_assets.settings import DEFAULT_KEY_PREFIX
 from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
 from invoiced_assets.sync.exclusivity import POOL
+from invoiced_assets.tables.docs import documented_schema, table_comment
 
 KEY_PREFIX = DEFAULT_KEY_PREFIX
 API_KEY = "invoiced"
@@ -55,13 +57,8 @@ class TableAsset:
 
     @property
     def description(self) -> str:
-        if self.child is None:
-            return self.obj.description
-        return (
-            f"{self.child.description} Unnested from `{self.obj.name}.{self.child.source_field}`;"
-            f" `{self.child.parent_key_column}` is the parent's id and `position` the item's"
-            " place in the list."
-        )
+        """The table's description: the asset's, and the warehouse's table comment."""
+        return table_comment(self.obj, self.child)
 
 
 def table_assets(
@@ -96,6 +93,7 @@ def build_invoiced_assets(
     options = options or SyncOptions()
     tables = table_assets(catalogue, key_prefix)
     by_name = {t.table: t for t in tables}
+    spelling = column_spelling(destination)
     specs = [
         dg.AssetSpec(
             key=t.key,
@@ -103,6 +101,8 @@ def build_invoiced_assets(
             kinds={"invoiced", destination},
             description=t.description,
             metadata={
+                # The Columns table of the UI, described, before the first materialization.
+                "dagster/column_schema": documented_schema(t.obj, t.child, spelling),
                 "primary_key": ", ".join(t.primary_key),
                 "invoiced_endpoint": t.obj.endpoint,
             },

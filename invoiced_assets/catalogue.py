@@ -3,10 +3,13 @@
 Everything else (the API resource's listing quirks, the assets, the table shapes, the checks) is
 derived from these entries, so adding an object is adding one `InvoicedObject` to `CATALOGUE`.
 
-Field types are written as compact specs, `"name:type"`, with the types of `FieldType`; a bare
-name is a string. Fields the catalogue does not know still reach the warehouse (their type is
-inferred from the values); fields it knows always become typed columns, even when every value
-in a load is null.
+Fields are written one per line, `name[:type]  Description.`, with the types of `FieldType` (a
+bare name is a string). The description is what the UI's column schema and the warehouse's column
+comments show analysts (see `tables.docs`): one line, in the words of Invoiced's API reference.
+A field written without one takes the shared text of `COMMON_DESCRIPTIONS` (ids, timestamps,
+metadata, addresses). Fields the catalogue does not know still reach the warehouse (their type is
+inferred from the values, their comment says when schema drift added them); fields it knows always
+become typed columns, even when every value in a load is null.
 """
 
 from collections.abc import Mapping
@@ -31,14 +34,53 @@ class FieldType(StrEnum):
 class FieldSpec:
     name: str
     type: FieldType
+    description: str = ""  # one line: what the column holds, for analysts
+
+
+# Fields many objects share, described once (a catalogue line can still word its own).
+COMMON_DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "id": "Unique ID of the record in Invoiced.",
+        "object": "Object type: what kind of Invoiced record this is (e.g. `invoice`).",
+        "created_at": "When the record was created (UTC).",
+        "updated_at": "When the record was last changed (UTC).",
+        "metadata": "Custom fields: key/value pairs the business stores on the record (JSON).",
+        "customer": "ID of the customer (`customers.id`).",
+        "customer_id": "ID of the customer (`customers.id`).",
+        "currency": "Currency, as a 3-letter ISO 4217 code (e.g. `usd`).",
+        "email": "Email address.",
+        "phone": "Phone number.",
+        "address1": "First address line.",
+        "address2": "Second address line, if any.",
+        "city": "City.",
+        "state": "State or province.",
+        "postal_code": "ZIP or postal code.",
+        "country": "Country, as a 2-letter ISO 3166 code (e.g. `US`).",
+        "purchase_order": "The customer's purchase order number.",
+        "subtotal": "Sum of the line items, before document-level discounts and taxes.",
+        "total": "Total of the document: subtotal less discounts, plus taxes.",
+        "pdf_url": "Link to download the document as a PDF.",
+    }
+)
 
 
 def fields(spec: str) -> tuple[FieldSpec, ...]:
-    """Parse `"id:integer name created_at:timestamp"` into field specs (bare names are strings)."""
+    """Parse one field per line, `name[:type]  Description.`, into field specs.
+
+    A bare name is a string; a field without a description takes its `COMMON_DESCRIPTIONS` text,
+    and one with neither is an error (every column the warehouse gets is documented).
+    """
     parsed = []
-    for token in spec.split():
+    for line in spec.strip().splitlines():
+        token, _, description = line.strip().partition(" ")
         name, _, type_name = token.partition(":")
-        parsed.append(FieldSpec(name, FieldType(type_name or "string")))
+        description = description.strip() or COMMON_DESCRIPTIONS.get(name, "")
+        if not description or description[0].islower():
+            raise ValueError(
+                f"Field {name!r} has no description: write one field per line,"
+                " `name[:type]  Description.` (or add the name to COMMON_DESCRIPTIONS)."
+            )
+        parsed.append(FieldSpec(name, FieldType(type_name or "string"), description))
     return tuple(parsed)
 
 
@@ -125,12 +167,41 @@ class InvoicedObject:
 
 # Shapes shared by invoices, credit notes and estimates.
 _LINE_ITEM_FIELDS = fields(
-    "id:integer object catalog_item type name description quantity:decimal unit_cost:decimal"
-    " amount:decimal discountable:boolean discounts:json taxable:boolean taxes:json plan"
-    " metadata:json"
+    """
+    id:integer
+    object
+    catalog_item            ID of the catalog item the line was filled from, if any (`items.id`).
+    type                    Line type (e.g. `product`, `service`, `plan`), to group lines in reports.
+    name                    Title of the line.
+    description             Optional description of the line.
+    quantity:decimal        Quantity.
+    unit_cost:decimal       Unit cost or rate.
+    amount:decimal          Line amount: quantity times unit cost, before discounts and taxes.
+    discountable:boolean    `false` when the line is left out of document-level discounts.
+    discounts:json          Discounts applied to this line alone (JSON list).
+    taxable:boolean         `false` when the line is left out of document-level taxes.
+    taxes:json              Taxes charged on this line alone (JSON list).
+    plan                    ID of the subscription plan billed, when `type` is `plan` (`plans.id`).
+    metadata:json
+    """
 )
-_DISCOUNT_FIELDS = fields("id:integer object amount:decimal coupon:json expires:timestamp")
-_TAX_FIELDS = fields("id:integer object amount:decimal tax_rate:json")
+_DISCOUNT_FIELDS = fields(
+    """
+    id:integer
+    object
+    amount:decimal          Discount amount, in the document's currency.
+    coupon:json             The coupon the discount was computed from, if any (JSON).
+    expires:timestamp       When the discount expires, if it does (UTC).
+    """
+)
+_TAX_FIELDS = fields(
+    """
+    id:integer
+    object
+    amount:decimal          Tax amount, in the document's currency.
+    tax_rate:json           The tax rate the tax was computed from, if any (JSON).
+    """
+)
 
 
 def _document_children(singular: str, plural: str) -> tuple[ChildTable, ...]:
@@ -170,14 +241,49 @@ CUSTOMERS = InvoicedObject(
         " AutoPay and chasing settings, credit limit and hold, tax settings, and custom metadata."
     ),
     fields=fields(
-        "id:integer object name number email autopay:boolean autopay_delay_days:integer"
-        " payment_terms payment_source:json attention_to address1 address2 city state"
-        " postal_code country language currency chase:boolean chasing_cadence:integer"
-        " next_chase_step:integer phone credit_hold:boolean credit_limit:decimal owner:integer"
-        " taxable:boolean taxes:json tax_id avalara_entity_use_code avalara_exemption_number type"
-        " parent_customer:integer notes sign_up_page:integer sign_up_url statement_pdf_url"
-        " ach_gateway:integer cc_gateway:integer created_at:timestamp updated_at:timestamp"
-        " metadata:json"
+        """
+        id:integer
+        object
+        name                        Customer name (a company or a person).
+        number                      Customer number, unique: ties the customer to other systems.
+        email
+        autopay:boolean             `true` when invoices are charged to the saved payment source.
+        autopay_delay_days:integer  Days AutoPay waits after an invoice is issued before charging.
+        payment_terms               Payment terms used when AutoPay is off, e.g. `NET 30`.
+        payment_source:json         The customer's default card or bank account, if any (JSON).
+        attention_to                ATTN: line of the billing address, for companies.
+        address1
+        address2
+        city
+        state
+        postal_code
+        country
+        language                    Preferred language, as a 2-letter ISO 639-1 code (e.g. `en`).
+        currency
+        chase:boolean               `true` when Invoiced chases the customer: sends reminders.
+        chasing_cadence:integer     ID of the chasing cadence assigned to the customer.
+        next_chase_step:integer     ID of the cadence's next chasing step for the customer.
+        phone
+        credit_hold:boolean         `true` when the customer is on credit hold.
+        credit_limit:decimal        Credit limit granted to the customer, in its currency.
+        owner:integer               ID of the Invoiced user who owns the account.
+        taxable:boolean             `false` when the customer is tax-exempt.
+        taxes:json                  Tax rates applied to the customer's documents (JSON list).
+        tax_id                      The customer's tax ID, shown on its documents.
+        avalara_entity_use_code     Avalara entity use code: the reason for a tax exemption.
+        avalara_exemption_number    Tax-exemption certificate number passed to Avalara.
+        type                        `company` or `person`.
+        parent_customer:integer     ID of the parent account, in a hierarchy (`customers.id`).
+        notes                       Private notes about the customer, never shown to it.
+        sign_up_page:integer        ID of the sign-up page assigned to the customer.
+        sign_up_url                 Link where the customer can buy a subscription (sign-up page).
+        statement_pdf_url           Link to download the customer's latest account statement.
+        ach_gateway:integer         ID of the gateway configuration processing its ACH payments.
+        cc_gateway:integer          ID of the gateway configuration processing its card payments.
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     event_object="customer",
 )
@@ -190,12 +296,38 @@ INVOICES = InvoicedObject(
         " open balance. Line items, discounts and taxes are in their own tables."
     ),
     fields=fields(
-        "id:integer object customer:integer name number autopay:boolean currency draft:boolean"
-        " closed:boolean paid:boolean status attempt_count:integer"
-        " next_payment_attempt:timestamp subscription:integer date:timestamp due_date:timestamp"
-        " payment_terms purchase_order notes subtotal:decimal total:decimal balance:decimal"
-        " ship_to:json payment_plan:integer url"
-        " payment_url pdf_url created_at:timestamp updated_at:timestamp metadata:json"
+        """
+        id:integer
+        object
+        customer:integer            ID of the customer billed (`customers.id`).
+        name                        Invoice name for internal use (defaults to "Invoice").
+        number                      Invoice number shown on the document, e.g. `INV-0016`.
+        autopay:boolean             `true` when the invoice is charged automatically (AutoPay).
+        currency
+        draft:boolean               `true` while the invoice is a draft; `false` once issued.
+        closed:boolean              `true` when closed: written off as bad debt, no more payments.
+        paid:boolean                `true` when the invoice has been paid in full.
+        status                      `draft`, `not_sent`, `sent`, `viewed`, `past_due`, `pending`, `paid` or `voided`.
+        attempt_count:integer       Number of AutoPay payment attempts made.
+        next_payment_attempt:timestamp  Next scheduled AutoPay charge attempt, if any (UTC).
+        subscription:integer        ID of the subscription that billed the invoice, if any.
+        date:timestamp              Invoice date (UTC).
+        due_date:timestamp          Date payment is due by (UTC).
+        payment_terms               Payment terms of the invoice, e.g. `NET 30`.
+        purchase_order
+        notes                       Notes printed on the invoice.
+        subtotal:decimal
+        total:decimal
+        balance:decimal             Amount still owed: total less payments and credits; 0 if paid.
+        ship_to:json                Shipping address: name, attention to, address (JSON).
+        payment_plan:integer        ID of the installment payment plan paying the invoice, if any.
+        url                         Link to view the invoice in the customer's billing portal.
+        payment_url                 Link to the invoice's payment page.
+        pdf_url
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     children=_document_children("invoice", "invoices"),
     date_field="date",
@@ -210,9 +342,26 @@ PAYMENTS = InvoicedObject(
         " the card or bank charge. How each payment was applied is in `payment_applications`."
     ),
     fields=fields(
-        "id:integer object customer:integer date:timestamp currency amount:decimal"
-        " balance:decimal matched:boolean voided:boolean method ach_sender_id reference source"
-        " notes charge:json pdf_url created_at:timestamp updated_at:timestamp"
+        """
+        id:integer
+        object
+        customer:integer            ID of the paying customer (`customers.id`); null if unknown.
+        date:timestamp              Payment date (UTC).
+        currency
+        amount:decimal              Amount received.
+        balance:decimal             Unapplied amount: the part not yet applied to any document.
+        matched:boolean             `true` when CashMatch has suggested what the payment pays.
+        voided:boolean              `true` when the payment was voided.
+        method                      Payment method, e.g. `check`, `credit_card`, `ach`, `other`.
+        ach_sender_id               ACH PPD ID of the sender, for ACH payments.
+        reference                   Reference number, e.g. the check number.
+        source                      How the payment was recorded, e.g. `api`, `bank_feed`, `keyed`.
+        notes                       Internal notes about the payment.
+        charge:json                 The card or bank charge, for payments processed online (JSON).
+        pdf_url                     Link to download the payment receipt as a PDF.
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     # The listing omits applications unless asked for them.
     list_params=MappingProxyType({"include": "applied_to"}),
@@ -223,8 +372,14 @@ PAYMENTS = InvoicedObject(
             "payment_id",
             "How each payment was applied: to invoices, estimates, credit notes, credits, fees.",
             fields(
-                "amount:decimal type invoice:integer estimate:integer credit_note:integer"
-                " document_type"
+                """
+                amount:decimal      Amount applied.
+                type                Applied to: `invoice`, `estimate`, `credit_note`, `credit` (the credit balance), `applied_credit`, `convenience_fee`.
+                invoice:integer     ID of the invoice paid, when `type` is `invoice` (`invoices.id`).
+                estimate:integer    ID of the estimate paid, when `type` is `estimate`.
+                credit_note:integer ID of the credit note applied, when `type` is `credit_note`.
+                document_type       `invoice` or `estimate`: what a credit note or credit paid.
+                """
             ),
         ),
     ),
@@ -241,14 +396,37 @@ SUBSCRIPTIONS = InvoicedObject(
         " `subscription_addons`."
     ),
     fields=fields(
-        "id:integer object customer:integer amount:decimal plan start_date:timestamp bill_in"
-        " bill_in_advance_days:integer quantity:decimal discounts:json"
-        " cycles:integer period_start:timestamp period_end:timestamp"
-        " cancel_at_period_end:boolean canceled_at:timestamp status paused:boolean"
-        " contract_period_start:timestamp contract_period_end:timestamp"
-        " contract_renewal_cycles:integer contract_renewal_mode taxes:json ship_to:json"
-        " recurring_total:decimal mrr:decimal url created_at:timestamp updated_at:timestamp"
-        " metadata:json"
+        """
+        id:integer
+        object
+        customer:integer            ID of the subscribed customer (`customers.id`).
+        amount:decimal              Price per period when the plan's pricing mode is `custom`.
+        plan                        ID of the plan subscribed to (`plans.id`).
+        start_date:timestamp        When the subscription starts or started (UTC).
+        bill_in                     `advance` (billed at the start of each period) or `arrears`.
+        bill_in_advance_days:integer  Days before a period that its invoice is issued (advance).
+        quantity:decimal            Quantity of the plan billed.
+        discounts:json              Coupons applied to the subscription (JSON list).
+        cycles:integer              Billing cycles the subscription runs for; null: until canceled.
+        period_start:timestamp      Start of the current billing period (UTC).
+        period_end:timestamp        End of the current billing period (UTC).
+        cancel_at_period_end:boolean  `true` when it will be canceled at the current period's end.
+        canceled_at:timestamp       When the subscription was canceled, if it was (UTC).
+        status                      `not_started`, `active`, `past_due`, `finished` or `canceled`.
+        paused:boolean              `true` while the subscription is paused.
+        contract_period_start:timestamp  Start of the current contract period (UTC).
+        contract_period_end:timestamp  End of the current contract period (UTC).
+        contract_renewal_cycles:integer  Billing cycles in the next contract period.
+        contract_renewal_mode       At contract end: `auto`, `manual`, `renew_once` or `none`.
+        taxes:json                  Tax rates applied to the subscription (JSON list).
+        ship_to:json                Shipping address: name, attention to, address (JSON).
+        recurring_total:decimal     Amount billed each period, taxes included.
+        mrr:decimal                 Monthly recurring revenue (MRR) of the subscription.
+        url                         Link to manage the subscription in the billing portal.
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     # Without all=1 the listing silently hides canceled and finished subscriptions.
     list_params=MappingProxyType({"all": "1"}),
@@ -259,8 +437,16 @@ SUBSCRIPTIONS = InvoicedObject(
             "subscription_id",
             "Add-ons billed with each subscription.",
             fields(
-                "id:integer object amount:decimal plan quantity:decimal description"
-                " created_at:timestamp updated_at:timestamp"
+                """
+                id:integer
+                object
+                amount:decimal      Add-on price when its plan's pricing mode is `custom`.
+                plan                ID of the add-on's plan (`plans.id`).
+                quantity:decimal    Quantity of the add-on billed.
+                description         Description put on the invoice lines the add-on bills.
+                created_at:timestamp
+                updated_at:timestamp
+                """
             ),
         ),
     ),
@@ -275,10 +461,29 @@ CREDIT_NOTES = InvoicedObject(
         " Line items, discounts and taxes are in their own tables."
     ),
     fields=fields(
-        "id:integer object customer:integer name number purchase_order currency draft:boolean"
-        " closed:boolean paid:boolean status date:timestamp notes subtotal:decimal total:decimal"
-        " balance:decimal url pdf_url"
-        " created_at:timestamp updated_at:timestamp metadata:json"
+        """
+        id:integer
+        object
+        customer:integer            ID of the customer credited (`customers.id`).
+        name                        Credit note name for internal use (defaults to "Credit Note").
+        number                      Credit note number shown on the document, e.g. `CN-0001`.
+        purchase_order
+        currency
+        draft:boolean               `true` while the credit note is a draft; `false` once issued.
+        closed:boolean              `true` when the credit note is closed: nothing more applies.
+        paid:boolean                `true` when the whole credit has been applied or refunded.
+        status                      `draft`, `open`, `paid`, `closed` or `voided`.
+        date:timestamp              Credit note date (UTC).
+        notes                       Notes printed on the credit note.
+        subtotal:decimal
+        total:decimal
+        balance:decimal             Credit not yet applied to invoices nor refunded.
+        url                         Link to view the credit note in the customer's billing portal.
+        pdf_url
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     children=_document_children("credit_note", "credit_notes"),
     date_field="date",
@@ -293,11 +498,34 @@ ESTIMATES = InvoicedObject(
         " invoice it became. Line items, discounts and taxes are in their own tables."
     ),
     fields=fields(
-        "id:integer object customer:integer invoice:integer name number currency draft:boolean"
-        " closed:boolean approved status date:timestamp expiration_date:timestamp"
-        " payment_terms purchase_order notes subtotal:decimal ship_to:json total:decimal"
-        " deposit:decimal deposit_paid:boolean url pdf_url"
-        " created_at:timestamp updated_at:timestamp metadata:json"
+        """
+        id:integer
+        object
+        customer:integer            ID of the customer quoted (`customers.id`).
+        invoice:integer             ID of the invoice the estimate became, if any (`invoices.id`).
+        name                        Estimate name for internal use (defaults to "Estimate").
+        number                      Estimate number shown on the document, e.g. `EST-0001`.
+        currency
+        draft:boolean               `true` while the estimate is a draft; `false` once issued.
+        closed:boolean              `true` when the estimate is closed.
+        approved                    Who approved the estimate (the name they signed), once approved.
+        status                      `draft`, `not_sent`, `sent`, `approved`, `invoiced`, `declined` or `voided`.
+        date:timestamp              Estimate date (UTC).
+        expiration_date:timestamp   When the estimate expires (UTC).
+        payment_terms               Payment terms of the estimate, e.g. `NET 30`.
+        purchase_order
+        notes                       Notes printed on the estimate.
+        subtotal:decimal
+        ship_to:json                Shipping address: name, attention to, address (JSON).
+        total:decimal
+        deposit:decimal             Up-front deposit required.
+        deposit_paid:boolean        `true` when the deposit has been paid in full.
+        url                         Link to view the estimate in the customer's billing portal.
+        pdf_url
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     children=_document_children("estimate", "estimates"),
     date_field="date",
@@ -313,8 +541,17 @@ CREDIT_BALANCE_ADJUSTMENTS = InvoicedObject(
     # The reference calls the id a string; the service sends integers. Drift handling widens
     # the column to text if strings ever arrive.
     fields=fields(
-        "id:integer object customer:integer currency amount:decimal date:timestamp notes"
-        " created_at:timestamp updated_at:timestamp"
+        """
+        id:integer
+        object
+        customer:integer            ID of the customer whose credit balance changed.
+        currency
+        amount:decimal              Amount of the adjustment to the credit balance.
+        date:timestamp              Adjustment date (UTC).
+        notes                       Notes about the adjustment.
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     event_object="transaction",  # its events are named transaction.*
 )
@@ -329,9 +566,22 @@ PLANS = InvoicedObject(
         " Tiers of tiered plans are in `plan_tiers`. Ids are chosen by the business."
     ),
     fields=fields(
-        "id object name currency amount:decimal interval interval_count:integer catalog_item"
-        " pricing_mode quantity_type archived:boolean created_at:timestamp updated_at:timestamp"
-        " metadata:json"
+        """
+        id                          Plan ID, chosen by the business (e.g. `starter`).
+        object
+        name                        Plan name.
+        currency
+        amount:decimal              Price per unit and interval; unused in `custom` pricing mode.
+        interval                    Billing frequency: `day`, `week`, `month` or `year`.
+        interval_count:integer      Intervals between two billings (3 with `month`: quarterly).
+        catalog_item                ID of the catalog item the plan belongs to (`items.id`).
+        pricing_mode                How the price is computed: `per_unit`, `volume`, `tiered` or `custom`.
+        quantity_type               `constant` (a set quantity) or `usage` (metered).
+        archived:boolean            `true` when the plan has been archived.
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     children=(
         ChildTable(
@@ -339,7 +589,13 @@ PLANS = InvoicedObject(
             "tiers",
             "plan_id",
             "One row per price tier of each tiered plan.",
-            fields("min_qty:decimal max_qty:decimal unit_cost:decimal"),
+            fields(
+                """
+                min_qty:decimal     Lowest quantity of the tier (null: from the first unit).
+                max_qty:decimal     Highest quantity of the tier (null: no upper limit).
+                unit_cost:decimal   Price per unit within the tier.
+                """
+            ),
         ),
     ),
     incremental=False,  # ignores updated_after and emits no events: always read in full
@@ -352,9 +608,25 @@ ITEMS = InvoicedObject(
     endpoint="/items",
     description="Catalog items (products and services), archived ones included: unit cost, taxes.",
     fields=fields(
-        "id object name currency unit_cost:decimal description type taxes:json gl_account"
-        " discountable:boolean taxable:boolean avalara_tax_code avalara_location_code"
-        " archived:boolean created_at:timestamp updated_at:timestamp metadata:json"
+        """
+        id                          Item ID, chosen by the business (e.g. `delivery`).
+        object
+        name                        Item name.
+        currency
+        unit_cost:decimal           Unit cost or rate.
+        description                 Optional description.
+        type                        Line type its lines get (e.g. `product`, `service`), for reports.
+        taxes:json                  Tax rates applied to the item (JSON list).
+        gl_account                  General ledger account code.
+        discountable:boolean        `false` when the item is left out of discounts.
+        taxable:boolean             `false` when the item is left out of taxes.
+        avalara_tax_code            Avalara tax code of the item.
+        avalara_location_code       Avalara location code, if any.
+        archived:boolean            `true` when the item has been archived.
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     incremental=False,
     group="catalog",
@@ -366,9 +638,20 @@ COUPONS = InvoicedObject(
     endpoint="/coupons",
     description="Coupons: a fixed or percentage value, exclusivity, expiry and redemption limit.",
     fields=fields(
-        "id object name currency value:decimal is_percent:boolean exclusive:boolean"
-        " expiration_date:timestamp max_redemptions:integer created_at:timestamp"
-        " updated_at:timestamp metadata:json"
+        """
+        id                          Coupon code, chosen by the business.
+        object
+        name                        Coupon name.
+        currency
+        value:decimal               Discount: a percentage if `is_percent`, else an amount.
+        is_percent:boolean          `true` when `value` is a percentage.
+        exclusive:boolean           `true` when no other coupon can be used with this one.
+        expiration_date:timestamp   When the coupon expires, if it does (UTC).
+        max_redemptions:integer     Most times the coupon can be used.
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     incremental=False,
     group="catalog",
@@ -379,8 +662,18 @@ TAX_RATES = InvoicedObject(
     endpoint="/tax_rates",
     description="Tax rates: a fixed or percentage value, and whether prices include the tax.",
     fields=fields(
-        "id object name currency value:decimal is_percent:boolean inclusive:boolean"
-        " created_at:timestamp updated_at:timestamp metadata:json"
+        """
+        id                          Tax rate ID, chosen by the business.
+        object
+        name                        Tax rate name.
+        currency
+        value:decimal               Rate: a percentage if `is_percent`, else a fixed amount.
+        is_percent:boolean          `true` when `value` is a percentage.
+        inclusive:boolean           `true` when prices include the tax (tax-inclusive pricing).
+        created_at:timestamp
+        updated_at:timestamp
+        metadata:json
+        """
     ),
     incremental=False,
     group="catalog",
@@ -391,8 +684,16 @@ NOTES = InvoicedObject(
     endpoint="/notes",
     description="Collection notes written on customers and invoices, with who wrote them.",
     fields=fields(
-        "id:integer object customer:integer invoice:integer notes user:json"
-        " created_at:timestamp updated_at:timestamp"
+        """
+        id:integer
+        object
+        customer:integer            ID of the customer the note is about (`customers.id`).
+        invoice:integer             ID of the invoice the note is about, if any (`invoices.id`).
+        notes                       Text of the note.
+        user:json                   The Invoiced user who wrote the note (JSON).
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     event_object="note",
     group="collections",
@@ -404,9 +705,20 @@ TASKS = InvoicedObject(
     endpoint="/tasks",
     description="Collection tasks (calls, letters, reviews) on customers: due date, completion.",
     fields=fields(
-        "id:integer action name customer_id:integer user_id:integer due_date:timestamp"
-        " complete:boolean completed_date:timestamp completed_by_user_id:integer"
-        " chase_step_id:integer created_at:timestamp updated_at:timestamp"
+        """
+        id:integer
+        action                      What to do: `phone`, `letter`, `email` or `review`.
+        name                        Task name.
+        customer_id:integer         ID of the customer the task is about (`customers.id`).
+        user_id:integer             ID of the Invoiced user the task is assigned to.
+        due_date:timestamp          When the task is due (UTC).
+        complete:boolean            `true` once the task is done.
+        completed_date:timestamp    When the task was marked complete (UTC).
+        completed_by_user_id:integer  ID of the Invoiced user who completed the task.
+        chase_step_id:integer       ID of the chasing step that created the task, if any.
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     event_object="task",
     group="collections",
@@ -419,9 +731,26 @@ CONTACTS = InvoicedObject(
     endpoint="/customers/{customer}/contacts",
     description="Contacts of each customer: name, title, email, phone, address, primary flag.",
     fields=fields(
-        "id:integer object customer_id:integer name title email phone primary:boolean"
-        " sms_enabled:boolean department address1 address2 city state postal_code country"
-        " created_at:timestamp updated_at:timestamp"
+        """
+        id:integer
+        object
+        customer_id:integer         ID of the customer the contact belongs to (`customers.id`).
+        name                        Contact name.
+        title                       Job title.
+        email
+        phone
+        primary:boolean             `true` when the contact is copied on all account messages.
+        sms_enabled:boolean         `true` when the contact may be sent text messages.
+        department                  Department.
+        address1
+        address2
+        city
+        state
+        postal_code
+        country
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     event_object="contact",
     group="customers",
@@ -440,10 +769,28 @@ PAYMENT_SOURCES = InvoicedObject(
         " `chargeable` and `failure_reason` say why a source stopped working."
     ),
     fields=fields(
-        "id:integer object customer:integer brand last4 exp_month:integer exp_year:integer"
-        " funding bank_name routing_number verified:boolean currency chargeable:boolean"
-        " failure_reason gateway gateway_id merchant_account:integer receipt_email"
-        " created_at:timestamp updated_at:timestamp"
+        """
+        id:integer                  ID of the card or bank account.
+        object                      `card` or `bank_account`: which kind of source this is.
+        customer:integer            ID of the customer the source belongs to (set by the sync).
+        brand                       Card brand, e.g. `Visa` (cards).
+        last4                       Last 4 digits of the card or bank account number.
+        exp_month:integer           Expiry month of the card (cards).
+        exp_year:integer            Expiry year of the card (cards).
+        funding                     Card funding: `credit`, `debit`, `prepaid` or `unknown`.
+        bank_name                   Name of the bank (bank accounts).
+        routing_number              Bank routing number (bank accounts).
+        verified:boolean            `true` when the bank account has been verified.
+        currency
+        chargeable:boolean          `false` when the source can no longer be charged.
+        failure_reason              Why the source can no longer be charged, if it cannot.
+        gateway                     Payment gateway the source is kept at, e.g. `stripe`.
+        gateway_id                  ID of the source at its payment gateway.
+        merchant_account:integer    ID of the merchant account the source is charged through.
+        receipt_email               Email address payment receipts are sent to, if any.
+        created_at:timestamp
+        updated_at:timestamp
+        """
     ),
     # Without include_hidden=1 the listing silently leaves out sources that cannot be charged.
     list_params=MappingProxyType({"include_hidden": "1"}),
@@ -462,7 +809,16 @@ EVENTS = InvoicedObject(
         " object as it was (`data_object`) and, for updates, its previous values"
         " (`data_previous`)."
     ),
-    fields=fields("id:integer object type timestamp:timestamp data_object:json data_previous:json"),
+    fields=fields(
+        """
+        id:integer                  ID of the event; later events have higher IDs.
+        object
+        type                        What happened, `<object>.<action>`: e.g. `invoice.paid`.
+        timestamp:timestamp         When it happened (UTC).
+        data_object:json            The object as the event left it, related objects expanded (JSON).
+        data_previous:json          For updates, the old values of the fields that changed (JSON).
+        """
+    ),
     group="activity",
     date_field="timestamp",
     flatten=MappingProxyType({"data": ("object", "previous")}),

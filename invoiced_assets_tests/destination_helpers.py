@@ -39,3 +39,22 @@ def publish(
                 yield dg.Output(TableRelease(release, name), output_name=f"invoiced__{name}")
 
     return dg.materialize([load], resources={"io_manager": manager}, raise_on_error=raise_on_error)
+
+
+def escape_fakesnow_table_comments(monkeypatch: Any) -> None:
+    """Let fakesnow 0.12 store a table comment holding an apostrophe, as Snowflake does.
+
+    fakesnow records `COMMENT ON TABLE … IS '…'` by formatting the comment, unescaped, into SQL
+    of its own (`fakesnow.info_schema.insert_table_comment_sql`), which then fails on the first
+    apostrophe. Column comments are stored correctly and need nothing.
+    """
+    from fakesnow import info_schema
+
+    record = info_schema.insert_table_comment_sql
+
+    def escaped(catalog: str, schema: str, table: str, comment: str | None) -> str:
+        # None: a CREATE … AS SELECT, which fakesnow records as the comment 'None'.
+        text = comment.replace("'", "''") if isinstance(comment, str) else comment
+        return record(catalog, schema, table, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(info_schema, "insert_table_comment_sql", escaped)

@@ -11,6 +11,7 @@ manager), `audit` (the checks as SQL), and one module per warehouse.
 from typing import Any
 
 from invoiced_assets.settings import SCHEMA, Settings
+from invoiced_assets.tables.docs import ColumnSpelling
 
 
 def build_io_manager(settings: Settings) -> Any:
@@ -23,3 +24,15 @@ def build_io_manager(settings: Settings) -> Any:
     from invoiced_assets.destinations.duckdb_destination import duckdb_io_manager
 
     return duckdb_io_manager(settings.duckdb_path, SCHEMA, settings.duckdb_memory_limit)
+
+
+def column_spelling(destination: str) -> ColumnSpelling:
+    """How `destination` ("duckdb" or "snowflake") names and types columns: what its
+    materializations' column schema shows (for `tables.docs.documented_schema`)."""
+    if destination == "snowflake":
+        from invoiced_assets.destinations.snowflake_destination import SnowflakeDialect
+
+        return SnowflakeDialect(database="", schema=SCHEMA)
+    from invoiced_assets.destinations.duckdb_destination import DuckDBDialect
+
+    return DuckDBDialect(SCHEMA)

@@ -6,7 +6,9 @@ tables stream in from their batch files within INVOICED_DUCKDB_MEMORY_LIMIT. The
 run there (`sql.relation`). Publishing an object is one DuckDB transaction (`publication`):
 a full load replaces each of its tables with `CREATE OR REPLACE TABLE … AS SELECT`; an
 incremental run adds or widens columns, deletes the replaced rows and inserts the staged ones.
-DuckDB's DDL is transactional, so readers see every table of the object old or every one new,
+The same transaction writes the tables' and columns' comments (`COMMENT ON`, see `tables.docs`),
+which `duckdb_columns()`, `duckdb_tables()` and `information_schema` show. DuckDB's DDL is
+transactional, so readers see every table of the object old or every one new, comments included,
 and a failure anywhere (a bad value, a full disk, a killed process) leaves them all as they were.
 
 Connections come from dagster-duckdb's public `DuckDBResource`, which also waits out a file held
@@ -25,9 +27,11 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations.protocol import PublishedSchema
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
 from invoiced_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
+from invoiced_assets.tables.docs import TableComments
 from invoiced_assets.tables.shaping import ShapedTable
 
 DUCKDB_TYPES: Mapping[FieldType, str] = {
@@ -46,6 +50,11 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def string_literal(text: str) -> str:
+    """Text as a SQL string literal (`COMMENT ON` takes no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def staging_schema(schema: str) -> str:
     return f"{schema}_staging"
 
@@ -54,6 +63,7 @@ class DuckDBDialect:
     """DuckDB's spelling of the destination SQL (`sql.Dialect`)."""
 
     transactional_ddl = True
+    widening_keeps_comments = True  # ALTER COLUMN … SET DATA TYPE keeps them (measured)
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -91,6 +101,19 @@ class DuckDBDialect:
             for name, new in widened.items()
         ]
 
+    def comment_statements(self, table: str, comments: TableComments) -> list[str]:
+        # One call for the table's comments, statements separated by `;`: a full load writes
+        # them all again (CREATE OR REPLACE drops them), inside the publishing transaction.
+        target = self.published(table)
+        statements: list[str] = []
+        if comments.table is not None:
+            statements.append(f"COMMENT ON TABLE {target} IS {string_literal(comments.table)}")
+        statements += [
+            f"COMMENT ON COLUMN {target}.{quote(name)} IS {string_literal(text)}"
+            for name, text in comments.columns.items()
+        ]
+        return [";\n".join(statements)] if statements else []
+
     def wire_cast(self, name: str, field_type: FieldType) -> str:
         """A staged wire value (see `tables.conversions`) as its typed value."""
         if field_type is FieldType.TIMESTAMP:
@@ -114,14 +137,22 @@ class DuckDBSession:
         return int(first) if isinstance(first, int) else 0
 
 
-def existing_columns(session: Any, schema: str, table: str) -> dict[str, FieldType]:
-    """The table's columns in order, as logical types (empty if it does not exist)."""
+def existing_schema(session: Any, schema: str, table: str) -> PublishedSchema:
+    """The table's columns in order, as logical types, and its comments (empty: no table)."""
     rows = session.rows(
-        "select column_name, data_type from information_schema.columns"
-        " where table_schema = ? and table_name = ? order by ordinal_position",
+        "select c.column_name, c.data_type, c.column_comment, t.table_comment"
+        " from information_schema.columns c join information_schema.tables t"
+        " on t.table_catalog = c.table_catalog and t.table_schema = c.table_schema"
+        " and t.table_name = c.table_name"
+        " where c.table_schema = ? and c.table_name = ? order by c.ordinal_position",
         [schema, table],
     )
-    return {name: _FIELD_TYPES.get(sql, FieldType.STRING) for name, sql in rows}
+    return PublishedSchema(
+        {name: _FIELD_TYPES.get(sql, FieldType.STRING) for name, sql, _, _ in rows},
+        TableComments(
+            rows[0][3] if rows else None, {name: text for name, _, text, _ in rows if text}
+        ),
+    )
 
 
 def key_set_arrow(keys: Sequence[Any]) -> pa.Table:
@@ -164,8 +195,8 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
     def staging_location(self) -> str:
         return f"the schema {self.dialect.staging} of {self.database}"
 
-    def read_columns(self, session: Any, table: str) -> dict[str, FieldType]:
-        return existing_columns(session, self.schema_name, table)
+    def read_schema(self, session: Any, table: str) -> PublishedSchema:
+        return existing_schema(session, self.schema_name, table)
 
     def clear_staging(self) -> None:
         staging = quote(self.dialect.staging)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.tables.docs import TableComments
 from invoiced_assets.tables.drift import ColumnPlan
 from invoiced_assets.tables.shaping import Column
 
@@ -64,13 +65,30 @@ class StagedObject:
 
 
 @dataclass(frozen=True)
+class PublishedSchema:
+    """A published table's columns by API name, and the comments it holds (empty: no table)."""
+
+    columns: dict[str, FieldType]
+    comments: TableComments
+
+
+@dataclass(frozen=True)
+class PublishedColumn:
+    """A published column as the warehouse shows it: stored name, SQL type and comment."""
+
+    name: str
+    sql_type: str
+    description: str | None
+
+
+@dataclass(frozen=True)
 class PublishedTable:
     """What publishing a table did: its columns, and the rows it holds and wrote."""
 
     name: str
     location: str
     plan: ColumnPlan
-    sql_columns: Sequence[tuple[str, str]]
+    columns: Sequence[PublishedColumn]
     rows: int
     rows_deleted: int
     rows_inserted: int
@@ -112,6 +130,10 @@ class Destination(Protocol):
 
     def published_columns(self, session: SqlSession, table: str) -> dict[str, FieldType]:
         """The published table's columns by API name (empty when it does not exist)."""
+        ...
+
+    def published_comments(self, session: SqlSession, table: str) -> TableComments:
+        """The comments the published table and its columns hold (by API name)."""
         ...
 
     def forget_columns(self, tables: Sequence[str]) -> None:

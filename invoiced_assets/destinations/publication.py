@@ -8,7 +8,10 @@ then records its own table's materialization with what the publish did to it.
 
 What a reader can see: all of an object's rows as they were, or all of them as published,
 never a mix. On Snowflake, whose DDL commits on its own, a new column (null) or a widened type
-can be seen just before the rows change; DuckDB's DDL is in the same transaction. Dagster records the materializations one output after another once that
+can be seen just before the rows change, and changed comments just after; DuckDB's DDL and
+comments are in the same transaction. Each output's materialization carries its table's column
+schema with every column's description (`tables.docs`), the same text as the warehouse's
+column comments. Dagster records the materializations one output after another once that
 transaction has committed; a process killed between two of them leaves the tables published
 and some materializations unrecorded: the next run then starts from the older cursors, which
 re-reads a little more and changes nothing (merges are by key).
@@ -25,11 +28,15 @@ from pydantic import PrivateAttr
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.protocol import (
     Destination,
+    PublishedColumn,
+    PublishedSchema,
     PublishedTable,
     StagedObject,
     StatementObserver,
 )
 from invoiced_assets.destinations.sql import PublishStatements, publish_statements
+from invoiced_assets.tables import docs
+from invoiced_assets.tables.docs import TableComments
 
 
 def publish_object(
@@ -38,18 +45,34 @@ def publish_object(
     """Publish every table of `staged` in one transaction, then drop what it staged.
 
     Where DDL commits on its own (Snowflake), the drift statements (a new column, a widened
-    type) run first, each atomic, and change no row; the rows change in one transaction after.
+    type) run first, each atomic, and change no row; the rows change in one transaction after,
+    and the comments that changed are written once it has committed.
     """
     dialect = destination.dialect
     notify = observe or (lambda _statement: None)
+    today = docs.utc_today()  # one day for every column this publish adds
     with destination.session() as session:
 
         def run(statement: str) -> int:
             notify(statement)
             return session.change(statement)
 
+        def comment(statement: str) -> None:
+            # Outside a transaction: the rows stand whatever a comment does; the next run
+            # writes again any comment the table does not hold.
+            try:
+                run(statement)
+            except Exception as error:
+                dg.get_dagster_logger().warning(f"Could not write a comment ({error}): {statement}")
+
         plans: dict[str, PublishStatements] = {
-            name: publish_statements(dialect, table, destination.published_columns(session, name))
+            name: publish_statements(
+                dialect,
+                table,
+                destination.published_columns(session, name),
+                destination.published_comments(session, name),
+                today=today,
+            )
             for name, table in staged.tables.items()
         }
         try:
@@ -58,6 +81,8 @@ def publish_object(
                 for statements in plans.values():
                     for statement in statements.drift:
                         run(statement)
+                    for statement in statements.drift_comments:
+                        comment(statement)
             run("BEGIN TRANSACTION")
             try:
                 published = _publish_rows(destination, session, staged, plans, run)
@@ -71,6 +96,10 @@ def publish_object(
                 except Exception:  # never hide the publish's own error under the rollback's
                     dg.get_dagster_logger().warning("The rollback of a failed publish failed.")
                 raise
+            if not dialect.transactional_ddl:
+                for statements in plans.values():
+                    for statement in statements.comment_changes:
+                        comment(statement)
         finally:
             destination.forget_columns(staged.tables)
         if not dialect.transactional_ddl:
@@ -94,20 +123,26 @@ def _publish_rows(
     published = {}
     for name, statements in plans.items():
         if dialect.transactional_ddl:
-            for statement in statements.drift:
+            for statement in (*statements.drift, *statements.drift_comments):
                 run(statement)
         deleted = inserted = 0
         for index, statement in enumerate(statements.data):
             changed = run(statement)
             deleted += changed if index in statements.deleting else 0
             inserted += changed if index in statements.inserting else 0
+        if dialect.transactional_ddl:
+            for statement in statements.comment_changes:
+                run(statement)
         rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(name)}")[0][0]
+        described = statements.comments.columns
         published[name] = PublishedTable(
             name,
             destination.table_location(name),
             statements.plan,
             [
-                (dialect.stored_column(c.name), dialect.sql_type(c.type))
+                PublishedColumn(
+                    dialect.stored_column(c.name), dialect.sql_type(c.type), described.get(c.name)
+                )
                 for c in statements.plan.columns
             ],
             int(rows),
@@ -145,7 +180,10 @@ def published_metadata(published: PublishedTable, widened: dict[str, Any]) -> di
     metadata: dict[str, Any] = {
         "dagster/row_count": published.rows,
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, sql_type) for name, sql_type in published.sql_columns]
+            columns=[
+                dg.TableColumn(c.name, c.sql_type, description=c.description)
+                for c in published.columns
+            ]
         ),
         "dagster/table_name": published.location,
         "invoiced/rows_deleted": published.rows_deleted,
@@ -168,29 +206,29 @@ class PublishingIOManager(dg.ConfigurableIOManager):
     module docstring); `load_input` reads a published table as a pandas DataFrame.
 
     A sync step holds one session for all it does (`held_session`), and the published tables'
-    columns are read once per step: connecting and `information_schema` cost milliseconds per
-    query, and a run makes hundreds.
+    columns (with their comments) are read once per step: connecting and `information_schema`
+    cost milliseconds per query, and a run makes hundreds.
     """
 
     _held: Any = PrivateAttr(default=None)
-    _columns: dict[str, dict[str, FieldType]] = PrivateAttr(default_factory=dict)
+    _schemas: dict[str, PublishedSchema] = PrivateAttr(default_factory=dict)
 
     def open_session(self) -> AbstractContextManager[Any]:
         """A new connection (each destination's own)."""
         raise NotImplementedError
 
-    def read_columns(self, session: Any, table: str) -> dict[str, FieldType]:
-        """The published table's columns by API name, from the warehouse (empty: no table)."""
+    def read_schema(self, session: Any, table: str) -> PublishedSchema:
+        """The published table's columns by API name and its comments, from the warehouse."""
         raise NotImplementedError
 
     @contextmanager
     def held_session(self) -> Iterator[Any]:
         with self.open_session() as session:
-            self._held, self._columns = session, {}
+            self._held, self._schemas = session, {}
             try:
                 yield session
             finally:
-                self._held, self._columns = None, {}
+                self._held, self._schemas = None, {}
 
     @contextmanager
     def session(self) -> Iterator[Any]:
@@ -200,12 +238,18 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         with self.open_session() as session:
             yield session
 
-    def published_columns(self, session: Any, table: str) -> dict[str, FieldType]:
+    def _schema(self, session: Any, table: str) -> PublishedSchema:
         if session is not self._held:
-            return self.read_columns(session, table)
-        if table not in self._columns:
-            self._columns[table] = self.read_columns(session, table)
-        return self._columns[table]
+            return self.read_schema(session, table)
+        if table not in self._schemas:
+            self._schemas[table] = self.read_schema(session, table)
+        return self._schemas[table]
+
+    def published_columns(self, session: Any, table: str) -> dict[str, FieldType]:
+        return self._schema(session, table).columns
+
+    def published_comments(self, session: Any, table: str) -> TableComments:
+        return self._schema(session, table).comments
 
     def drop_staged_statements(self, staged: StagedObject) -> list[str]:
         """What drops an object's staged tables and key sets, once it is published."""
@@ -216,9 +260,9 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         ]
 
     def forget_columns(self, tables: Iterable[str]) -> None:
-        """After a publish: the tables' columns may have changed."""
+        """After a publish: the tables' columns and comments may have changed."""
         for table in tables:
-            self._columns.pop(table, None)
+            self._schemas.pop(table, None)
 
     def handle_output(self, context: dg.OutputContext, obj: TableRelease) -> None:
         if not isinstance(obj, TableRelease):

@@ -6,17 +6,20 @@ audit and publish it:
 - `relation`: the rows a table would hold once published, as a query. A full load's is the
   staged table; an incremental run's is the merge (the published rows it keeps, then the staged
   rows), so the checks audit the merge's result before it is committed.
-- `publish_statements`: the schema-drift statements (a new column, a widened type) and the data
-  statements (replace the table; or delete the replaced rows and insert the staged ones) that
-  publish one table.
+- `publish_statements`: the schema-drift statements (a new column, a widened type), the data
+  statements (replace the table; or delete the replaced rows and insert the staged ones) and the
+  comment statements (`tables.docs`: the table's and every column's description) that publish
+  one table. Only comments the table does not already hold are written.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.protocol import StagedTable
+from invoiced_assets.tables.docs import TableComments, comments_for
 from invoiced_assets.tables.drift import ColumnPlan, PlannedColumn, plan_columns
 
 # The one column of a staged key set (see `protocol.KeySet`).
@@ -28,6 +31,9 @@ class Dialect(Protocol):
 
     # Whether DDL takes part in a transaction (DuckDB) or commits on its own (Snowflake).
     transactional_ddl: bool
+    # Whether a widened column keeps the table's comments: DuckDB alters the column in place;
+    # Snowflake rebuilds the table (`widen_columns`), which drops them.
+    widening_keeps_comments: bool
 
     def column(self, name: str) -> str:
         """A column, by its API name, as a quoted identifier."""
@@ -59,6 +65,10 @@ class Dialect(Protocol):
         self, table: str, columns: Mapping[str, FieldType], widened: Mapping[str, FieldType]
     ) -> list[str]:
         """Statements that widen columns of a published table in place, keeping its rows."""
+        ...
+
+    def comment_statements(self, table: str, comments: TableComments) -> list[str]:
+        """Statements that set these comments on a published table (its own, when given)."""
         ...
 
 
@@ -136,19 +146,40 @@ class PublishStatements:
     # Which data statements delete rows and which insert them (to count the rows written).
     deleting: frozenset[int] = frozenset()
     inserting: frozenset[int] = frozenset()
+    # The table's comments once published (the materialization's column descriptions).
+    comments: TableComments = field(default_factory=TableComments)
+    # Right after `drift`: the comments of added columns, and those a widening dropped.
+    drift_comments: list[str] = field(default_factory=list)
+    # After `data`: every comment the table does not hold yet.
+    comment_changes: list[str] = field(default_factory=list)
 
 
 def publish_statements(
-    dialect: Dialect, staged: StagedTable, published_columns: Mapping[str, FieldType]
+    dialect: Dialect,
+    staged: StagedTable,
+    published_columns: Mapping[str, FieldType],
+    held: TableComments | None = None,
+    *,
+    today: date,
 ) -> PublishStatements:
-    """The statements that publish `staged` over the table as it is (no columns: new)."""
+    """The statements that publish `staged` over the table as it is (no columns: new), whose
+    comments are `held`; a column schema drift adds is stamped with `today`."""
+    held = held if held is not None else TableComments()
     plan = plan_columns(published_columns, staged.columns)
+    comments = comments_for(staged.name, [c.name for c in plan.columns], held, today)
     target = dialect.published(staged.name)
     source = dialect.staged(staged.name)
     if staged.merge is None and dialect.transactional_ddl:
-        # One statement in the publishing transaction replaces the table, rows and schema.
+        # One statement in the publishing transaction replaces the table, rows and schema (and
+        # drops its comments: every one is written again).
         replace = f"CREATE OR REPLACE TABLE {target} AS SELECT {_select_list(dialect, plan.columns)} FROM {source}"
-        return PublishStatements(plan, data=[replace], inserting=frozenset({0}))
+        return PublishStatements(
+            plan,
+            data=[replace],
+            inserting=frozenset({0}),
+            comments=comments,
+            comment_changes=dialect.comment_statements(staged.name, comments),
+        )
     drift: list[str] = []
     if not published_columns:
         definitions = ", ".join(
@@ -183,4 +214,31 @@ def publish_statements(
         f"INSERT INTO {target} ({names}) SELECT {_select_list(dialect, written)}"
         f" FROM {source}{appended}"
     )
-    return PublishStatements(plan, drift, data, deleting, frozenset({len(data) - 1}))
+    drift_comments, kept = _drift_comments(dialect, staged.name, plan, held, comments)
+    return PublishStatements(
+        plan,
+        drift,
+        data,
+        deleting,
+        frozenset({len(data) - 1}),
+        comments,
+        drift_comments,
+        dialect.comment_statements(staged.name, comments.differing_from(kept)),
+    )
+
+
+def _drift_comments(
+    dialect: Dialect, table: str, plan: ColumnPlan, held: TableComments, comments: TableComments
+) -> tuple[list[str], TableComments]:
+    """The comments to write right after the drift statements, and what the table then holds.
+
+    Where DDL commits on its own, a column is thus never left without its comment, even by a
+    publish that fails later: a column added (null) keeps the day it first came, and a table a
+    widening rebuilt gets its comments back before any reader relies on them.
+    """
+    statements: list[str] = []
+    if plan.widened and not dialect.widening_keeps_comments:
+        statements += dialect.comment_statements(table, held)
+    added = {name: comments.columns[name] for name in plan.added}
+    statements += dialect.comment_statements(table, TableComments(None, added))
+    return statements, TableComments(held.table, {**held.columns, **added})

@@ -33,6 +33,9 @@ from invoiced_assets.tables.conversions import (
 )
 
 POSITION_COLUMN = "position"
+# A child list of plain values (not objects) holds each one in this column.
+VALUE_COLUMN = "value"
+VALUE_DESCRIPTION = "The list element itself, when the API sends plain values, not objects."
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,9 @@ class ObjectShaper:
             leading: list[tuple[Any, int]] = []
             for record in records:
                 for position, element in enumerate(record.get(child.source_field) or ()):
-                    rows.append(element if isinstance(element, Mapping) else {"value": element})
+                    rows.append(
+                        element if isinstance(element, Mapping) else {VALUE_COLUMN: element}
+                    )
                     leading.append((record.get(self.obj.primary_key), position))
             builder.add_rows(rows, leading)
 
@@ -261,20 +266,34 @@ def flatten(record: Mapping[str, Any], nested: Mapping[str, Sequence[str]]) -> d
     return flat
 
 
-def child_builder(
-    obj: InvoicedObject, child: ChildTable, *, batches: BatchDirectory | None = None
-) -> TableBuilder:
+def child_key_fields(obj: InvoicedObject, child: ChildTable) -> tuple[FieldSpec, FieldSpec]:
+    """The columns every child row starts with: its parent's key and its place in the list."""
     parent_key_type = next(
         (f.type for f in obj.fields if f.name == obj.primary_key), FieldType.INTEGER
     )
+    parent = child.parent_key_column.removesuffix("_id").replace("_", " ")
+    return (
+        FieldSpec(
+            child.parent_key_column,
+            parent_key_type,
+            f"ID of the {parent} this row belongs to (`{obj.name}.{obj.primary_key}`).",
+        ),
+        FieldSpec(
+            POSITION_COLUMN,
+            FieldType.INTEGER,
+            f"Place of this row in the {parent}'s `{child.source_field}` list, counting from 0.",
+        ),
+    )
+
+
+def child_builder(
+    obj: InvoicedObject, child: ChildTable, *, batches: BatchDirectory | None = None
+) -> TableBuilder:
     return TableBuilder(
         child.name,
         child.fields,
         key=child.key,
-        leading=(
-            FieldSpec(child.parent_key_column, parent_key_type),
-            FieldSpec(POSITION_COLUMN, FieldType.INTEGER),
-        ),
+        leading=child_key_fields(obj, child),
         batches=batches,
     )
 
