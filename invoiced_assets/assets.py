@@ -10,13 +10,14 @@ the same read as its parent. Selecting a subset reads only the listings it needs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
 from invoiced_assets import checks
 from invoiced_assets.api import InvoicedResource
 from invoiced_assets.catalogue import CATALOGUE, ChildTable, InvoicedObject
-from invoiced_assets.destinations import column_spelling
+from invoiced_assets.destinations import column_spelling, history
 from invoiced_assets.settings import DEFAULT_KEY_PREFIX
 from invoiced_assets.sync import SyncOptions, SyncRunConfig, SyncStep
 from invoiced_assets.sync.exclusivity import POOL
@@ -36,6 +37,8 @@ class TableAsset:
     obj: InvoicedObject
     child: ChildTable | None = None
     key_prefix: tuple[str, ...] = (KEY_PREFIX,)
+    # A history table (`<table>_history`, INVOICED_HISTORY): the table it versions.
+    history_of: str | None = None
 
     @property
     def key(self) -> dg.AssetKey:
@@ -51,6 +54,8 @@ class TableAsset:
 
     @property
     def check_names(self) -> list[str]:
+        if self.history_of is not None:
+            return list(history.HISTORY_CHECKS)
         return checks.check_names_for(
             is_child=self.child is not None, has_customer=self.refers_to_customers
         )
@@ -58,18 +63,68 @@ class TableAsset:
     @property
     def description(self) -> str:
         """The table's description: the asset's, and the warehouse's table comment."""
+        if self.history_of is not None:
+            return (
+                f"Every version of `{self.history_of}`'s rows (INVOICED_HISTORY): valid from"
+                " `valid_from` until `valid_to` (null while current). "
+                + table_comment(self.obj, self.child)
+            )
         return table_comment(self.obj, self.child)
+
+    def history_spec(self) -> history.HistorySpec:
+        """How the published table is versioned in its history table (this one, or its)."""
+        obj, child, table = self.obj, self.child, self.history_of or self.table
+        if child is not None:
+            return history.HistorySpec(
+                table,
+                self.primary_key,
+                parent=(obj.name, obj.primary_key, child.parent_key_column),
+                deletions=(history.DeletionSource(obj.name, child.parent_key_column),),
+            )
+        own = (history.DeletionSource(obj.name, obj.primary_key),) if obj.event_object else ()
+        cascades = tuple(history.DeletionSource(p, c) for c, p in obj.deleted_with.items())
+        return history.HistorySpec(
+            table,
+            self.primary_key,
+            changed_at="updated_at" if "updated_at" in obj.field_names else None,
+            deletions=own + cascades,
+        )
 
 
 def table_assets(
-    catalogue: Sequence[InvoicedObject] = CATALOGUE, key_prefix: Sequence[str] = (KEY_PREFIX,)
+    catalogue: Sequence[InvoicedObject] = CATALOGUE,
+    key_prefix: Sequence[str] = (KEY_PREFIX,),
+    versioned: frozenset[str] = frozenset(),
 ) -> list[TableAsset]:
+    """Every table of `catalogue`, and the history tables of the objects in `versioned`."""
     prefix = tuple(key_prefix)
     tables: list[TableAsset] = []
     for obj in catalogue:
-        tables.append(TableAsset(obj.name, obj, key_prefix=prefix))
-        tables += [TableAsset(child.name, obj, child, prefix) for child in obj.children]
+        own = [TableAsset(obj.name, obj, key_prefix=prefix)]
+        own += [TableAsset(child.name, obj, child, prefix) for child in obj.children]
+        tables += own
+        if obj.name in versioned:
+            tables += [
+                TableAsset(history.history_table(t.table), obj, t.child, prefix, t.table)
+                for t in own
+            ]
     return tables
+
+
+def column_schema(table: TableAsset, spelling: Any) -> dg.TableSchema:
+    """The Columns table of the UI, described: a history table's adds its version columns."""
+    documented = documented_schema(table.obj, table.child, spelling)
+    if table.history_of is None:
+        return documented
+    meta = [
+        dg.TableColumn(
+            spelling.stored_column(name) if spelling else name,
+            spelling.sql_type(t) if spelling else t.value,
+            description=history.META_DESCRIPTIONS[name],
+        )
+        for name, t in history.META_COLUMNS.items()
+    ]
+    return dg.TableSchema(columns=[*documented.columns, *meta])
 
 
 def freshness_policy(frequency_hours: int) -> dg.FreshnessPolicy:
@@ -91,7 +146,7 @@ def build_invoiced_assets(
 ) -> dg.AssetsDefinition:
     """The multi-asset that reads Invoiced and publishes one table per spec, with its checks."""
     options = options or SyncOptions()
-    tables = table_assets(catalogue, key_prefix)
+    tables = table_assets(catalogue, key_prefix, options.history)
     by_name = {t.table: t for t in tables}
     spelling = column_spelling(destination)
     specs = [
@@ -102,7 +157,7 @@ def build_invoiced_assets(
             description=t.description,
             metadata={
                 # The Columns table of the UI, described, before the first materialization.
-                "dagster/column_schema": documented_schema(t.obj, t.child, spelling),
+                "dagster/column_schema": column_schema(t, spelling),
                 "primary_key": ", ".join(t.primary_key),
                 "invoiced_endpoint": t.obj.endpoint,
             },

@@ -158,6 +158,28 @@ DECLARATIONS = {
 }
 
 
+# History tables' checks (INVOICED_HISTORY), evaluated in the publishing transaction: one that
+# fails rolls the object back (see `destinations.history`).
+DECLARATIONS |= {
+    "one_current_version_per_key": CheckDeclaration(
+        "one_current_version_per_key",
+        dg.AssetCheckSeverity.ERROR,
+        "No record has more than one current version.",
+    ),
+    "no_overlapping_versions": CheckDeclaration(
+        "no_overlapping_versions",
+        dg.AssetCheckSeverity.ERROR,
+        "A record's versions follow one another: each ends before the next begins, and only"
+        " the last is open.",
+    ),
+    "current_versions_match_table": CheckDeclaration(
+        "current_versions_match_table",
+        dg.AssetCheckSeverity.ERROR,
+        "The current versions are exactly the published table's rows, column for column.",
+    ),
+}
+
+
 def check_names_for(*, is_child: bool, has_customer: bool) -> list[str]:
     names = [PRIMARY_KEY, COLLAPSE]
     names.append(PARENT_REFERENCES if is_child else ROW_COUNT)

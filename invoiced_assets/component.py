@@ -49,6 +49,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     incremental=settings.sync_mode == "incremental",
                     full_reconcile_hours=settings.full_reconcile_hours,
                     min_row_ratio=settings.min_row_ratio,
+                    history=settings.history_objects,
                 ),
                 # None when retries are off: the step's failure is then the error itself, not
                 # Dagster's "Exceeded max_retries of 0" wrapped around it.
@@ -120,6 +121,7 @@ ENVIRONMENT_FOR_ATTRIBUTE: Mapping[str, str] = {
     "snowflake_schema": "SNOWFLAKE_SCHEMA",
     "sync_frequency_hours": "INVOICED_SYNC_FREQUENCY_HOURS",
     "sync_mode": "INVOICED_SYNC_MODE",
+    "history": "INVOICED_HISTORY",
     "events_sensor": "INVOICED_EVENTS_SENSOR",
     "events_poll_seconds": "INVOICED_EVENTS_POLL_SECONDS",
 }
@@ -167,6 +169,10 @@ class InvoicedComponent(dg.Component, dg.Model, dg.Resolvable):
     sync_mode: Literal["full", "incremental"] | None = Field(
         default=None, description="full or incremental (a run's config can override it)."
     )
+    history: list[str] | str | None = Field(
+        default=None,
+        description="Objects whose every version is kept in <table>_history, or `all`.",
+    )
     key_prefix: list[str] | str = Field(
         default=DEFAULT_KEY_PREFIX, description="The asset keys' prefix: `<prefix>/<table>`."
     )
@@ -212,6 +218,8 @@ class InvoicedComponent(dg.Component, dg.Model, dg.Resolvable):
 def _as_setting(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
     return str(value)
 
 

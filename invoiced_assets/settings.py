@@ -70,6 +70,7 @@ class Settings:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     step_retry_delay_seconds: float = 60.0
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    history_objects: frozenset[str] = frozenset()
     events_sensor: bool = False
     events_poll_seconds: int = DEFAULT_EVENTS_POLL_SECONDS
     # Set only by the Component (`component.InvoicedComponent`): the standalone project keeps
@@ -178,6 +179,36 @@ def parse_switch(env: Mapping[str, str], name: str, default: bool = False) -> bo
     raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}.")
 
 
+def parse_history(raw: str | None, disabled: frozenset[str] = frozenset()) -> frozenset[str]:
+    """INVOICED_HISTORY: objects whose every version is kept in `<table>_history`, or `all`.
+
+    `all` is every replicated object that can change (events are append-only: never changed)."""
+    from invoiced_assets.catalogue import CATALOGUE, OBJECTS_BY_NAME
+
+    names = frozenset(n.strip().lower() for n in (raw or "").split(",") if n.strip())
+    if names == {"all"}:
+        return frozenset(o.name for o in CATALOGUE if not o.append_only and o.name not in disabled)
+    unknown = sorted(names - set(OBJECTS_BY_NAME))
+    if unknown:
+        raise SettingsError(
+            f"INVOICED_HISTORY names unknown objects: {', '.join(unknown)}. Give `all`, or some"
+            f" of: {', '.join(o.name for o in CATALOGUE if not o.append_only)}."
+        )
+    unchanging = sorted(n for n in names if OBJECTS_BY_NAME[n].append_only)
+    if unchanging:
+        raise SettingsError(
+            f"INVOICED_HISTORY names {', '.join(unchanging)}: append-only, its records never"
+            " change, so it has no history to keep. Leave it out."
+        )
+    off = sorted(names & disabled)
+    if off:
+        raise SettingsError(
+            f"INVOICED_HISTORY names {', '.join(off)}, which INVOICED_DISABLED_OBJECTS switches"
+            " off: history needs the table. Leave it out of one of them."
+        )
+    return names
+
+
 def parse_environment(raw: str | None) -> Literal["production", "sandbox"]:
     value = (raw or "production").strip().lower()
     if value not in ENVIRONMENT_URLS:
@@ -258,7 +289,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         full_reconcile_hours=_parse_number(
             env, "INVOICED_FULL_RECONCILE_HOURS", 24, 1, 24 * 365, whole=False
         ),
-        disabled_objects=parse_disabled_objects(env.get("INVOICED_DISABLED_OBJECTS")),
+        disabled_objects=(disabled := parse_disabled_objects(env.get("INVOICED_DISABLED_OBJECTS"))),
+        history_objects=parse_history(env.get("INVOICED_HISTORY"), disabled),
         min_row_ratio=_parse_number(env, "INVOICED_MIN_ROW_RATIO", 0.5, 0, 1, whole=False),
         step_retries=int(_parse_number(env, "INVOICED_STEP_RETRIES", 2, 0, 10, whole=True)),
         max_in_flight=int(

@@ -171,4 +171,3 @@ def test_definitions_per_deployment(
     assert "secret-password-123" not in repr(io_manager)
     assert isinstance(defs.resources["invoiced"], InvoicedResource)
     assert defs.resources["invoiced"].max_in_flight == 16
-

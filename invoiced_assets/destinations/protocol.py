@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations.history import DeletionTime, HistorySpec
 from invoiced_assets.tables.docs import TableComments
 from invoiced_assets.tables.drift import ColumnPlan
 from invoiced_assets.tables.shaping import Column
@@ -62,6 +63,11 @@ class StagedObject:
 
     name: str
     tables: Mapping[str, StagedTable]
+    # The published tables versioned in `<table>_history` (INVOICED_HISTORY), in the same
+    # transaction, with the deletion events' times and the sync's (see `history`).
+    history: tuple[HistorySpec, ...] = ()
+    deletion_times: tuple[DeletionTime, ...] = ()
+    synced_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ class PublishedTable:
     rows: int
     rows_deleted: int
     rows_inserted: int
+    # More of what the publish did, shown on the materialization (a history table's versions).
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Called with each statement of a publish just before it runs (logging, tests that stop there).

@@ -26,6 +26,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations import history
 from invoiced_assets.destinations.protocol import (
     Destination,
     PublishedColumn,
@@ -75,6 +76,7 @@ def publish_object(
             )
             for name, table in staged.tables.items()
         }
+        history_tables = _history_table_statements(destination, session, staged, plans)
         try:
             if not dialect.transactional_ddl:
                 # Each commits on its own: a new column, a wider type; no row changes yet.
@@ -83,9 +85,15 @@ def publish_object(
                         run(statement)
                     for statement in statements.drift_comments:
                         comment(statement)
+                for statement in history_tables:
+                    run(statement)
             run("BEGIN TRANSACTION")
             try:
+                if dialect.transactional_ddl:
+                    for statement in history_tables:
+                        run(statement)
                 published = _publish_rows(destination, session, staged, plans, run)
+                published |= _version(destination, session, staged, plans, run)
                 if dialect.transactional_ddl:
                     for statement in destination.drop_staged_statements(staged):
                         run(statement)
@@ -101,7 +109,7 @@ def publish_object(
                     for statement in statements.comment_changes:
                         comment(statement)
         finally:
-            destination.forget_columns(staged.tables)
+            destination.forget_columns([*staged.tables, *(spec.name for spec in staged.history)])
         if not dialect.transactional_ddl:
             for statement in destination.drop_staged_statements(staged):
                 try:
@@ -152,6 +160,76 @@ def _publish_rows(
     return published
 
 
+def _published_types(plans: dict[str, PublishStatements], table: str) -> dict[str, FieldType]:
+    return {c.name: c.type for c in plans[table].plan.columns}
+
+
+def _history_table_statements(
+    destination: Destination, session: Any, staged: StagedObject, plans: dict[str, Any]
+) -> list[str]:
+    """What creates each history table, or gives it the columns its table gains."""
+    return [
+        statement
+        for spec in staged.history
+        for statement in history.table_statements(
+            destination.dialect,
+            spec,
+            _published_types(plans, spec.table),
+            destination.published_columns(session, spec.name),
+        )
+    ]
+
+
+class HistoryCheckFailed(Exception):
+    """A history table would break one of its own checks: nothing of the object is published."""
+
+
+def _version(
+    destination: Destination,
+    session: Any,
+    staged: StagedObject,
+    plans: dict[str, PublishStatements],
+    run: Callable[[str], int],
+) -> dict[str, PublishedTable]:
+    """Inside the publishing transaction, once every table has its rows: the history tables'
+    new and closed versions, audited before the transaction commits."""
+    dialect = destination.dialect
+    published = {}
+    for spec in staged.history:
+        columns = _published_types(plans, spec.table)
+        opened, closed = history.maintenance_statements(
+            dialect, spec, columns, staged.deletion_times, staged.synced_at
+        )
+        details: dict[str, Any] = {
+            "invoiced/versions_opened": run(opened),
+            "invoiced/versions_closed": run(closed),
+        }
+        for check, query in history.check_queries(dialect, spec, columns).items():
+            offending = int(session.rows(query)[0][0])
+            details[f"invoiced/check/{check}"] = offending
+            if offending:
+                raise HistoryCheckFailed(
+                    f"{spec.name}: {check} failed ({offending} rows); {staged.name} is not"
+                    " published, and every table keeps its last good copy."
+                )
+        rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(spec.name)}")[0][0]
+        base = plans[spec.table].plan
+        published[spec.name] = PublishedTable(
+            spec.name,
+            destination.table_location(spec.name),
+            base,
+            [
+                PublishedColumn(dialect.stored_column(name), dialect.sql_type(t), None)
+                for name, t in {**columns, **history.META_COLUMNS}.items()
+            ],
+            int(rows),
+            0,
+            details["invoiced/versions_opened"],
+            details,
+        )
+    return published
+
+
 @dataclass
 class ObjectRelease:
     """An audited object, published once, by the first of its tables' outputs to be handled."""
@@ -189,6 +267,7 @@ def published_metadata(published: PublishedTable, widened: dict[str, Any]) -> di
         "invoiced/rows_deleted": published.rows_deleted,
         "invoiced/rows_inserted": published.rows_inserted,
         "schema_changed": plan.changed,
+        **published.details,
     }
     if plan.changed:
         metadata["schema_changes"] = dg.MetadataValue.md(
@@ -270,12 +349,14 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 f"The Invoiced IO manager writes the invoiced_tables outputs only, not {type(obj)}."
             )
         published = obj.release.published_by(self)  # type: ignore[arg-type]
-        staged = obj.release.staged.tables[obj.table]
+        staged = obj.release.staged.tables.get(obj.table)
+        if staged is None:  # a history table: versioned from its table (see `history`)
+            spec = next(s for s in obj.release.staged.history if s.name == obj.table)
+            key, widened = spec.key, {}
+        else:
+            key, widened = staged.key, dict(staged.widened)
         context.add_output_metadata(
-            {
-                **published_metadata(published[obj.table], dict(staged.widened)),
-                "primary_key": ", ".join(staged.key),
-            }
+            {**published_metadata(published[obj.table], widened), "primary_key": ", ".join(key)}
         )
 
     def load_input(self, context: dg.InputContext) -> Any:

@@ -2405,6 +2405,11 @@ class Dataset:
 
     # -- mutations -------------------------------------------------------------------------
 
+    def timestamp_after(self, moment: int) -> None:
+        """Later mutations are timestamped after `moment` (UNIX seconds)."""
+        with self.lock:
+            self._last_timestamp = max(self._last_timestamp, moment)
+
     def _next_timestamp(self) -> int:
         """A timestamp strictly after everything so far, so `updated_after` always sees it."""
         self._last_timestamp = max(int(time.time()), self._last_timestamp + 1)

@@ -887,6 +887,10 @@ class EmulatorServer:
         invoices the ids of the rows their deletions took with them ("cascaded")."""
         return self.dataset.mutate(listing, insert=insert, update=update, delete=delete)
 
+    def timestamp_after(self, moment: int) -> None:
+        """Later mutations are timestamped after `moment`: a test's moments stay apart."""
+        self.dataset.timestamp_after(moment)
+
     @property
     def faults(self) -> FaultConfig:
         return self._faults

@@ -94,6 +94,8 @@ class Deletions:
     since_event_id: int
     newest_event_id: int
     ids: dict[str, set[Any]] = field(default_factory=dict)
+    # When each was deleted (the event's timestamp, UNIX seconds): a history version's end.
+    deleted_at: dict[str, dict[Any, int]] = field(default_factory=dict)
     touched_customers: dict[str, set[Any]] = field(default_factory=dict)
     stats: ListingStats = field(default_factory=lambda: ListingStats("/events"))
 
@@ -127,6 +129,9 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
             subject = (event.get("data") or {}).get("object") or {}
             if action == "deleted" and subject.get("id") is not None:
                 deletions.ids.setdefault(obj.name, set()).add(subject["id"])
+                if isinstance(event.get("timestamp"), int):  # newest first: the last deletion
+                    times = deletions.deleted_at.setdefault(obj.name, {})
+                    times.setdefault(subject["id"], event["timestamp"])
             customer = event_customer(obj, subject)
             if obj.per_customer and customer is not None:
                 # A contact added or changed leaves its customer's updated_at as it was.
@@ -203,20 +208,34 @@ def now() -> float:
 
 
 def events_for_plans(
-    client: InvoicedClient, plans: list[Any], cursor_event_ids: Mapping[str, int | None]
+    client: InvoicedClient,
+    plans: list[Any],
+    cursor_event_ids: Mapping[str, int | None],
+    versioned: frozenset[str] = frozenset(),
 ) -> tuple[Deletions | None, int, list[Any]]:
     """What `/events` says for a run's `ReadPlan`s: the deletions after the tables' cursors (None
-    when nothing is read incrementally), the event cursor for the next load, and the plans with
-    the customers whose per-customer listings changed."""
+    when nothing is read incrementally and no table in `versioned` has history to close), the
+    event cursor for the next load, and the plans with the customers whose per-customer listings
+    changed."""
     incremental_plans = [p for p in plans if p.incremental]
-    if not incremental_plans:
+    # A versioned table's deletions end its current versions at the deletion events' times,
+    # read since its last load: full loads too.
+    read_for = [
+        name
+        for plan in plans
+        for name in plan.tables
+        if name in cursor_event_ids and (plan.incremental or name in versioned)
+    ]
+    cursors = [cursor_event_ids.get(name) for name in read_for]
+    known = [c for c in cursors if c is not None]
+    if not incremental_plans and not known:
         return None, newest_event_id(client), plans
     since = min(
-        cursor_event_ids.get(name) or 0
-        for plan in incremental_plans
-        for name in plan.tables
-        if name in cursor_event_ids
-    )
+        (cursor_event_ids.get(name) or 0 for p in incremental_plans for name in p.tables
+         if name in cursor_event_ids),
+        default=min(known, default=0),
+    )  # fmt: skip
+    since = min([since, *known])
     deletions = read_deletions(client, since)
     plans = [
         dataclasses.replace(p, also_customers=frozenset(deletions.customers_touched(p.obj)))

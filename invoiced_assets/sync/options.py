@@ -14,6 +14,8 @@ class SyncOptions:
     incremental: bool = False
     full_reconcile_hours: float = 24.0
     min_row_ratio: float = checks.DEFAULT_MIN_ROW_RATIO
+    # Objects whose tables are versioned in `<table>_history` (INVOICED_HISTORY).
+    history: frozenset[str] = frozenset()
 
 
 class SyncMode(Enum):

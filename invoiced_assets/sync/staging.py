@@ -40,10 +40,11 @@ class StagedRead:
     changed: int = 0
     deleted: int = 0
 
-    def for_publishing(self, selected: Mapping[str, Any]) -> StagedObject:
-        """What the IO manager publishes: the selected tables only."""
+    def for_publishing(self, selected: Mapping[str, Any], **history: Any) -> StagedObject:
+        """What the IO manager publishes: the selected tables only (and, `history`, how the
+        versioned ones are versioned: see `protocol.StagedObject`)."""
         tables = {name: t for name, t in self.tables.items() if name in selected}
-        return StagedObject(self.extraction.obj.name, tables)
+        return StagedObject(self.extraction.obj.name, tables, **history)
 
 
 def merges_for(

@@ -23,6 +23,12 @@ from invoiced_assets import checks
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.destinations.history import (
+    HISTORY_CHECKS,
+    DeletionTime,
+    check_queries,
+    history_table,
+)
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
@@ -65,7 +71,14 @@ class SyncStep:
         self.destination = destination
         self.all_tables = tables
         by_key = {t.key: t for t in tables.values()}
-        self.tables = {by_key[k].table: by_key[k] for k in context.selected_asset_keys}
+        selected = {by_key[k].table: by_key[k] for k in context.selected_asset_keys}
+        self.outputs = set(selected)
+        # The tables read and published: those selected, and those a selected history table
+        # versions (it is made from its table, in the same transaction).
+        self.tables = {n: t for n, t in selected.items() if t.history_of is None}
+        self.tables |= {
+            t.history_of: tables[t.history_of] for t in selected.values() if t.history_of
+        }
         self.selected_checks = {
             (by_key[c.asset_key].table, c.name) for c in context.selected_asset_check_keys
         }
@@ -83,6 +96,7 @@ class SyncStep:
         self.planner = ReadPlanner(self.tables, self.history, destination, options, self.now)
         self.options = options
         self.failures: list[Extraction] = []
+        self.deletions: Deletions | None = None
         self.blocked: list[BlockedObject] = []
 
     def run(self) -> Iterator[Event]:
@@ -118,6 +132,7 @@ class SyncStep:
             )
         )
         deletions, event_cursor, plans = self._read_events(plans)
+        self.deletions = deletions
         customers_pending = CUSTOMERS.name in self.tables
         waiting_for_customers: list[str] = []
         for extraction in extract_concurrently(
@@ -148,8 +163,9 @@ class SyncStep:
 
     def _read_events(self, plans: list[ReadPlan]) -> tuple[Deletions | None, int, list[ReadPlan]]:
         cursors = {name: h.state.cursor_event_id for name, h in self.history.items()}
+        versioned = frozenset(n for n in self.tables if history_table(n) in self.all_tables)
         try:
-            return events_for_plans(self.client, plans, cursors)
+            return events_for_plans(self.client, plans, cursors, versioned)
         except InvoicedError as exc:
             raise dg.Failure(
                 description=f"Reading /events failed: {exc} No table was changed.",
@@ -178,11 +194,60 @@ class SyncStep:
             )
             yield from self._selected(evaluations)
             return
-        release = ObjectRelease(read.for_publishing(self.tables))
+        versioned = [
+            self.all_tables[history_table(n)] for n in names if history_table(n) in self.all_tables
+        ]
+        release = ObjectRelease(
+            read.for_publishing(
+                self.tables,
+                history=tuple(t.history_spec() for t in versioned),
+                deletion_times=deletion_times(self.deletions),
+                synced_at=int(self.now),
+            )
+        )
         for name in names:
-            yield self._output(read, name, release, event_cursor)
+            if name in self.outputs:
+                yield self._output(read, name, release, event_cursor)
+        for table in versioned:
+            if table.table in self.outputs:
+                yield self._history_output(table.table, release)
         self.auditor.released(read)
         yield from self._selected(evaluations)
+        yield from self._history_checks(versioned, release)
+
+    def _history_check_on_its_own(self, table: Any, check: str) -> dg.AssetCheckResult:
+        """A history check executed on its own: on the published history table."""
+        spec = self.all_tables[table.history_of].history_spec()
+        with self.destination.session() as session:
+            columns = self.destination.published_columns(session, spec.table)
+            offending = -1
+            if columns and self.destination.published_columns(session, spec.name):
+                query = check_queries(self.destination.dialect, spec, columns)[check]
+                offending = int(session.rows(query)[0][0])
+        metadata = {"offending_rows": offending} if offending >= 0 else {"note": "no history yet"}
+        return checks.check_result(table.key, check, checks.CheckOutcome(offending <= 0, metadata))
+
+    def _history_output(self, name: str, release: ObjectRelease) -> dg.Output:
+        return dg.Output(
+            TableRelease(release, name),
+            output_name=self.context.assets_def.get_output_name_for_asset_key(
+                self.all_tables[name].key
+            ),
+        )
+
+    def _history_checks(
+        self, versioned: list[Any], release: ObjectRelease
+    ) -> Iterator[dg.AssetCheckResult]:
+        """The history tables' checks, passed in the publishing transaction (a failure there
+        publishes nothing and fails the step)."""
+        published = release.published_by(self.destination)
+        for table in versioned:
+            details = published[table.table].details
+            for check in HISTORY_CHECKS:
+                if (table.table, check) in self.selected_checks:
+                    offending = int(details[f"invoiced/check/{check}"])
+                    outcome = checks.CheckOutcome(offending == 0, {"offending_rows": offending})
+                    yield checks.check_result(table.key, check, outcome)
 
     def _output(
         self, read: StagedRead, name: str, release: ObjectRelease, event_cursor: int
@@ -198,12 +263,26 @@ class SyncStep:
     def _checks_on_their_own(self) -> Iterator[dg.AssetCheckResult]:
         """Checks selected without their table: evaluated on the published table."""
         for name, check in sorted(self.selected_checks):
-            if name not in self.tables:
+            if check in HISTORY_CHECKS:
+                if name not in self.outputs:  # else evaluated as its table was published
+                    yield self._history_check_on_its_own(self.all_tables[name], check)
+            elif name not in self.tables:
                 obj = self.all_tables[name].obj
                 evaluation = self.auditor.on_published_tables(
                     name, check, lambda obj=obj: count_now(self.client, obj)
                 )
                 yield self._result(evaluation)
+
+
+def deletion_times(deletions: Deletions | None) -> tuple[DeletionTime, ...]:
+    """The deletion events' times, for the history tables' closing versions."""
+    if deletions is None:
+        return ()
+    return tuple(
+        DeletionTime(name, str(record), at)
+        for name, times in sorted(deletions.deleted_at.items())
+        for record, at in times.items()
+    )
 
 
 def _figures(evaluation: Evaluation) -> str:

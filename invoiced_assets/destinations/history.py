@@ -1,0 +1,299 @@
+"""History tables (INVOICED_HISTORY): every version of a record, kept by the warehouse in SQL.
+
+`<table>_history` holds the table's columns plus `valid_from`, `valid_to` (null for the current
+version), `is_current`, `is_deleted` (the version ended because the record was deleted) and
+`record_hash` (a hash of the record's columns). It is maintained in the transaction that
+publishes the table, from the published table itself once its rows are in, so a full load and
+an incremental merge are versioned alike, deletions come from the same logic as the table's, and
+the two can never disagree:
+
+1. a version opens for every published row whose hash no current version has (a new record, a
+   changed one, one deleted and inserted again), from the row's change time;
+2. the current version it replaces closes at that time; a current version whose record is gone
+   closes at the record's deletion time, marked `is_deleted`.
+
+A record's change time is its own `updated_at`; a child row's (a line item) its parent's
+`updated_at`. A deletion's time is the deletion event's `timestamp` (for records deleted with
+their customer or invoice, with no event of their own, that parent's deletion event; for a line
+item removed from an invoice, the invoice's new `updated_at`). Failing those (an object without
+`updated_at`, an event older than the events read), the time of the sync that saw the change. A
+time that would not come after the version it follows is moved to just after it, so windows never
+overlap. A full load of an unchanged account opens no version.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from invoiced_assets.catalogue import FieldType
+
+HISTORY_SUFFIX = "_history"
+VALID_FROM, VALID_TO = "valid_from", "valid_to"
+IS_CURRENT, IS_DELETED, RECORD_HASH = "is_current", "is_deleted", "record_hash"
+META_COLUMNS: Mapping[str, FieldType] = {
+    VALID_FROM: FieldType.TIMESTAMP,
+    VALID_TO: FieldType.TIMESTAMP,
+    IS_CURRENT: FieldType.BOOLEAN,
+    IS_DELETED: FieldType.BOOLEAN,
+    RECORD_HASH: FieldType.STRING,
+}
+META_DESCRIPTIONS: Mapping[str, str] = {
+    VALID_FROM: "When this version began: the record's `updated_at` (its parent's for a child"
+    " row), else the time of the sync that saw it (UTC).",
+    VALID_TO: "When this version ended: the next version's `valid_from`, or the deletion's time"
+    " (UTC); null while it is the current version.",
+    IS_CURRENT: "Whether this is the record's current version (at most one per key).",
+    IS_DELETED: "Whether this version ended because the record was deleted.",
+    RECORD_HASH: "MD5 of the record's columns: a new hash is a new version.",
+}
+# Check names (see `checks`), with the count of offending rows each query gives (0 passes).
+ONE_CURRENT = "one_current_version_per_key"
+NO_OVERLAP = "no_overlapping_versions"
+CURRENT_MATCHES = "current_versions_match_table"
+HISTORY_CHECKS = (ONE_CURRENT, NO_OVERLAP, CURRENT_MATCHES)
+
+
+def history_table(table: str) -> str:
+    return f"{table}{HISTORY_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class DeletionSource:
+    """Where a gone row's deletion time is found: the deletion events of `object` whose record
+    id is the row's `column`."""
+
+    object: str
+    column: str
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """How one published table is versioned."""
+
+    table: str
+    key: tuple[str, ...]
+    # The row's change time: a column of its own (`updated_at`), or of its parent's row.
+    changed_at: str | None = None
+    parent: tuple[str, str, str] | None = None  # (parent table, parent key, this row's column)
+    deletions: tuple[DeletionSource, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return history_table(self.table)
+
+
+@dataclass(frozen=True)
+class DeletionTime:
+    object: str
+    record: str
+    at: int  # UNIX seconds
+
+
+class HistoryDialect(Protocol):
+    """What the statements need of a `sql.Dialect` (see `duckdb_destination`, `snowflake_...`)."""
+
+    def column(self, name: str) -> str: ...
+    def published(self, table: str) -> str: ...
+    def sql_type(self, field_type: FieldType) -> str: ...
+    def convert(self, value: str, source: FieldType, target: FieldType) -> str: ...
+    def widen_columns(
+        self, table: str, columns: Mapping[str, FieldType], widened: Mapping[str, FieldType]
+    ) -> list[str]: ...
+
+
+def timestamp_literal(dialect: HistoryDialect, seconds: int) -> str:
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"CAST('{text}' AS {dialect.sql_type(FieldType.TIMESTAMP)})"
+
+
+def record_hash(dialect: HistoryDialect, columns: Mapping[str, FieldType], alias: str) -> str:
+    """A hash of a row's columns: name, length and text of each non-null value.
+
+    A null adds nothing, so a column that appears (all null) changes no hash."""
+    parts = []
+    for name, field_type in sorted(columns.items()):
+        # The value's text as the warehouse spells it (JSON as its JSON text).
+        text = dialect.convert(f"{alias}.{dialect.column(name)}", field_type, FieldType.STRING)
+        parts.append(f"COALESCE('{name}=' || LENGTH({text}) || ':' || {text}, '')")
+    joined = " || ".join(parts) or "''"
+    return f"MD5({joined})"
+
+
+def _keys_equal(dialect: HistoryDialect, key: Sequence[str], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{dialect.column(k)} = {right}.{dialect.column(k)}" for k in key)
+
+
+def _new_rows(dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, FieldType]) -> str:
+    """The published rows, each with its hash and change time."""
+    selected = ", ".join(f"p.{dialect.column(c)}" for c in columns)
+    changed = "NULL"
+    join = ""
+    if spec.parent is not None:
+        parent, parent_key, column = spec.parent
+        join = (
+            f" LEFT JOIN {dialect.published(parent)} par"
+            f" ON par.{dialect.column(parent_key)} = p.{dialect.column(column)}"
+        )
+        changed = f"par.{dialect.column('updated_at')}"
+    elif spec.changed_at is not None:
+        changed = f"p.{dialect.column(spec.changed_at)}"
+    ts = dialect.sql_type(FieldType.TIMESTAMP)
+    return (
+        f"SELECT {selected}, {record_hash(dialect, columns, 'p')} AS h__hash,"
+        f" CAST({changed} AS {ts}) AS h__changed FROM {dialect.published(spec.table)} p{join}"
+    )
+
+
+def _after(previous: str, candidates: Sequence[str], now: str) -> str:
+    """The first candidate time after `previous` (else now, else just after `previous`)."""
+    whens = " ".join(
+        f"WHEN {c} IS NOT NULL AND ({previous} IS NULL OR {c} > {previous}) THEN {c}"
+        for c in [*candidates, now]
+    )
+    return f"CASE {whens} ELSE {previous} + INTERVAL '1 second' END"
+
+
+def deletion_times_relation(dialect: HistoryDialect, times: Sequence[DeletionTime]) -> str:
+    """The deletion events' times as a relation (object, record, at), latest per record."""
+    ts = dialect.sql_type(FieldType.TIMESTAMP)
+    text = dialect.sql_type(FieldType.STRING)
+    rows = [
+        f"SELECT '{t.object}' AS d_object, '{_quoted(t.record)}' AS d_record,"
+        f" {timestamp_literal(dialect, t.at)} AS d_at"
+        for t in times
+    ]
+    if not rows:
+        return (
+            f"SELECT CAST(NULL AS {text}) AS d_object, CAST(NULL AS {text}) AS d_record,"
+            f" CAST(NULL AS {ts}) AS d_at WHERE 1 = 0"
+        )
+    return (
+        "SELECT d_object, d_record, MAX(d_at) AS d_at FROM ("
+        + " UNION ALL ".join(rows)
+        + ") d GROUP BY d_object, d_record"
+    )
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def maintenance_statements(
+    dialect: HistoryDialect,
+    spec: HistorySpec,
+    columns: Mapping[str, FieldType],
+    deletion_times: Sequence[DeletionTime],
+    now: int,
+) -> tuple[str, str]:
+    """(open new versions, close replaced and deleted ones), to run in that order."""
+    h = dialect.published(spec.name)
+    c = dialect.column
+    names = ", ".join(c(n) for n in columns)
+    meta = ", ".join(c(n) for n in META_COLUMNS)
+    now_sql = timestamp_literal(dialect, now)
+    first_key = c(spec.key[0])
+    new = _new_rows(dialect, spec, columns)
+    opened = (
+        f"INSERT INTO {h} ({names}, {meta})"
+        f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
+        f" {_after(f'cur.{c(VALID_FROM)}', ['n.h__changed'], now_sql)}, NULL, TRUE, FALSE,"
+        f" n.h__hash"
+        f" FROM ({new}) n LEFT JOIN {h} cur"
+        f" ON cur.{c(IS_CURRENT)} AND {_keys_equal(dialect, spec.key, 'cur', 'n')}"
+        f" WHERE cur.{first_key} IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
+    )
+    text = dialect.sql_type(FieldType.STRING)
+    deletions = deletion_times_relation(dialect, deletion_times)
+    joins, candidates = [], []
+    for index, source in enumerate(spec.deletions):
+        alias = f"d{index}"
+        joins.append(
+            f" LEFT JOIN ({deletions}) {alias} ON {alias}.d_object = '{source.object}'"
+            f" AND {alias}.d_record = CAST(cur.{c(source.column)} AS {text})"
+        )
+        candidates.append(f"{alias}.d_at")
+    if spec.parent is not None:
+        parent, parent_key, column = spec.parent
+        joins.append(
+            f" LEFT JOIN {dialect.published(parent)} par ON par.{c(parent_key)} = cur.{c(column)}"
+        )
+        candidates.append(f"CAST(par.{c('updated_at')} AS {dialect.sql_type(FieldType.TIMESTAMP)})")
+    gone_at = _after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
+    closing = (
+        f"SELECT {', '.join(f'cur.{c(k)}' for k in spec.key)}, cur.{c(RECORD_HASH)} AS h__old,"
+        f" n.h__hash IS NULL AS h__gone,"
+        f" CASE WHEN nv.{c(VALID_FROM)} IS NOT NULL THEN nv.{c(VALID_FROM)} ELSE {gone_at} END"
+        f" AS h__ends"
+        f" FROM {h} cur"
+        f" LEFT JOIN ({new}) n ON {_keys_equal(dialect, spec.key, 'n', 'cur')}"
+        f" LEFT JOIN {h} nv ON nv.{c(IS_CURRENT)}"
+        f" AND {_keys_equal(dialect, spec.key, 'nv', 'cur')} AND nv.{c(RECORD_HASH)} = n.h__hash"
+        + "".join(joins)
+        + f" WHERE cur.{c(IS_CURRENT)} AND (n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash)"
+    )
+    closed = (
+        f"UPDATE {h} AS t SET {c(VALID_TO)} = x.h__ends, {c(IS_CURRENT)} = FALSE,"
+        f" {c(IS_DELETED)} = x.h__gone FROM ({closing}) x"
+        f" WHERE t.{c(IS_CURRENT)} AND {_keys_equal(dialect, spec.key, 't', 'x')}"
+        f" AND t.{c(RECORD_HASH)} = x.h__old"
+    )
+    return opened, closed
+
+
+def check_queries(
+    dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, FieldType]
+) -> dict[str, str]:
+    """Each history check as a query of one count: the offending rows (0 passes)."""
+    h = dialect.published(spec.name)
+    c = dialect.column
+    keys = ", ".join(c(k) for k in spec.key)
+    listed = ", ".join(f"t.{c(k)}" for k in spec.key)
+    overlap = (
+        f"SELECT {c(VALID_FROM)} AS f, {c(VALID_TO)} AS t_,"
+        f" LEAD({c(VALID_FROM)}) OVER (PARTITION BY {keys} ORDER BY {c(VALID_FROM)}) AS nf"
+        f" FROM {h}"
+    )
+    published = f"SELECT {listed}, {record_hash(dialect, columns, 't')} AS rh FROM {dialect.published(spec.table)} t"
+    current = (
+        f"SELECT {listed}, {record_hash(dialect, columns, 't')} AS rh FROM {h} t"
+        f" WHERE t.{c(IS_CURRENT)}"
+    )
+    return {
+        ONE_CURRENT: (
+            f"SELECT COUNT(*) FROM (SELECT {keys} FROM {h} WHERE {c(IS_CURRENT)}"
+            f" GROUP BY {keys} HAVING COUNT(*) > 1) x"
+        ),
+        NO_OVERLAP: (
+            f"SELECT COUNT(*) FROM ({overlap}) x WHERE (x.t_ IS NOT NULL AND x.t_ <= x.f)"
+            " OR (x.nf IS NOT NULL AND (x.t_ IS NULL OR x.nf < x.t_))"
+        ),
+        CURRENT_MATCHES: (
+            f"SELECT COUNT(*) FROM (SELECT * FROM ({published} EXCEPT {current}) a"
+            f" UNION ALL SELECT * FROM ({current} EXCEPT {published}) b) x"
+        ),
+    }
+
+
+def table_statements(
+    dialect: HistoryDialect,
+    spec: HistorySpec,
+    columns: Mapping[str, FieldType],
+    existing: Mapping[str, FieldType],
+) -> list[str]:
+    """What gives the history table the published table's columns (and its own)."""
+    h = dialect.published(spec.name)
+    c = dialect.column
+    if not existing:
+        listed = {**columns, **META_COLUMNS}
+        definitions = ", ".join(f"{c(n)} {dialect.sql_type(t)}" for n, t in listed.items())
+        return [f"CREATE TABLE {h} ({definitions})"]
+    # A published column widened since (see `tables.drift`) is widened here too; its values'
+    # text changes with its type, so each record gets one new version.
+    widened = {n: t for n, t in columns.items() if n in existing and existing[n] is not t}
+    statements = dialect.widen_columns(spec.name, existing, widened) if widened else []
+    return statements + [
+        f"ALTER TABLE {h} ADD COLUMN {c(n)} {dialect.sql_type(t)}"
+        for n, t in columns.items()
+        if n not in existing
+    ]

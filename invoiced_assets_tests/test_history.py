@@ -1,0 +1,259 @@
+"""History mode (INVOICED_HISTORY): the versions valid at a moment are the account as it was then.
+
+Over rounds of emulator mutations (updates, deletes, inserts, customers deleted with their
+contacts), with a sync after each round, full and incremental, on DuckDB and on fakesnow:
+- at the moment of each sync, the versions valid then are exactly the emulator's records, every
+  field, deleted records absent;
+- at each mutation's moment between two syncs, the same holds for every record that changed at
+  most once in between (a sync cannot see a state that lived and died between two syncs);
+- the history checks pass, a sync of an unchanged account opens no version, and the history
+  tables are published with their tables (a failed check publishes neither).
+"""
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from invoiced_assets.catalogue import CATALOGUE, EVENTS
+from invoiced_assets.component import build_definitions
+from invoiced_assets.destinations.history import HISTORY_CHECKS
+from invoiced_assets.emulator import EmulatorServer
+from invoiced_assets.settings import SettingsError, load_settings
+
+from .conftest import API_KEY, use_emulator
+from .warehouse_compare import expected_rows, same
+
+# Objects whose records have their own events: the moments between syncs are exact for them.
+EVENTED = {
+    "invoices": ("invoice_line_items", "invoice_discounts", "invoice_taxes"),
+    "payments": ("payment_applications",),
+    "subscriptions": ("subscription_addons",),
+    "credit_notes": ("credit_note_line_items",),
+    "customers": (),
+}
+
+
+# Replicated and versioned here: every kind of history (own updated_at, a parent's, deletions
+# with events, deletions with a customer, none: the catalogue's plans and credit balance
+# adjustments start at the sync's time). The others are switched off to keep the test short.
+VERSIONED = [
+    "customers", "contacts", "invoices", "payments", "subscriptions", "credit_notes",
+    "credit_balance_adjustments", "plans",
+]  # fmt: skip
+OBJECTS = [o for o in CATALOGUE if o.name in VERSIONED]
+
+
+@pytest.fixture
+def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    with EmulatorServer(scale=0.2, seed=91, api_key=API_KEY) as server:
+        disabled = ",".join(o.name for o in CATALOGUE if o.name not in VERSIONED)
+        use_emulator(
+            monkeypatch,
+            server,
+            tmp_path / "warehouse.duckdb",
+            INVOICED_HISTORY="all",
+            INVOICED_DISABLED_OBJECTS=disabled,
+        )
+        yield server
+
+
+def snapshot(account: EmulatorServer) -> dict[str, dict[tuple, dict]]:
+    return expected_rows(account, OBJECTS)
+
+
+def sync(instance: dg.DagsterInstance, mode: str = "full") -> dg.ExecuteInProcessResult:
+    defs = build_definitions(load_settings())
+    job = defs.resolve_job_def("invoiced_sync")
+    config = {"ops": {"invoiced_tables": {"config": {"sync_mode": mode}}}}
+    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
+def versions_opened(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    return {
+        m.asset_key.path[-1]: m.metadata["invoiced/versions_opened"].value
+        for m in result.asset_materializations_for_node("invoiced_tables")
+        if m.asset_key.path[-1].endswith("_history")
+    }
+
+
+def mutate(account: EmulatorServer) -> list[tuple[int, dict[str, dict[tuple, dict]]]]:
+    """One round of changes; the account's state after each, with its moment."""
+    states = []
+    for listing, counts in [
+        ("invoices", {"insert": 3, "update": 4, "delete": 2}),
+        ("payments", {"insert": 2, "update": 2, "delete": 1}),
+        ("subscriptions", {"insert": 1, "update": 3, "delete": 1}),
+        ("credit_notes", {"insert": 1, "update": 1, "delete": 1}),
+        ("customers", {"insert": 2, "update": 2, "delete": 1}),  # with contacts, notes...
+        ("contacts", {"insert": 2, "update": 2}),
+        ("plans", {"insert": 1, "update": 1}),
+    ]:
+        account.mutate(listing, **counts)
+        states.append((latest_moment(account), snapshot(account)))
+    return states
+
+
+def latest_moment(account: EmulatorServer) -> int:
+    """The account's newest moment: of any change any record or event records."""
+    return max(
+        int(value)
+        for obj in [*OBJECTS, EVENTS]
+        for record in account.records(obj.name)
+        for field in ("updated_at", "created_at", "timestamp")
+        if isinstance(value := record.get(field), int)
+    )
+
+
+def sync_moment(account: EmulatorServer) -> int:
+    """A moment just after a sync: versions of records without `updated_at` (credit balance
+    adjustments, the catalogue) start at the sync's time; the emulator's clock may run ahead.
+    Later mutations are timestamped after it."""
+    moment = max(int(time.time()), latest_moment(account))
+    account.timestamp_after(moment)
+    return moment
+
+
+def changes_between(account: EmulatorServer, after: int, until: int) -> dict[str, dict]:
+    """How many events each record had in (after, until], by object."""
+    counted: dict[str, dict] = {}
+    for event in account.records("events"):
+        if after < int(event["timestamp"]) <= until:
+            kind = str(event["type"]).rpartition(".")[0]
+            record = (event.get("data") or {}).get("object") or {}
+            per_kind = counted.setdefault(kind, {})
+            per_kind[record.get("id")] = per_kind.get(record.get("id"), 0) + 1
+    return counted
+
+
+def as_of(path: Path, table: str, moment: int) -> tuple[dict[tuple, dict], dict[str, str]]:
+    """The versions of `table` valid at `moment`, by key, and the columns' SQL types."""
+    at = datetime.fromtimestamp(moment, UTC).replace(tzinfo=None)
+    with duckdb.connect(str(path), read_only=True) as connection:
+        types = dict(
+            connection.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = 'invoiced' and table_name = ?",
+                [table],
+            ).fetchall()
+        )
+        cursor = connection.execute(
+            f"select * from invoiced.{table}_history where valid_from <= ?"
+            " and (valid_to is null or valid_to > ?)",
+            [at, at],
+        )
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    key = ("id",) if "id" in types and "position" not in types else None
+    keyed = {}
+    for row in rows:
+        k = (
+            (row["id"],)
+            if key
+            else (row[next(n for n in names if n.endswith("_id"))], row["position"])
+        )
+        assert k not in keyed, f"{table}: two versions of {k} valid at {moment}"
+        keyed[k] = row
+    return keyed, types
+
+
+def assert_as_of(
+    path: Path, table: str, moment: int, expected: dict[tuple, dict], only: set | None = None
+) -> int:
+    """The versions valid at `moment` equal `expected` (the records in `only`, if given)."""
+    found, types = as_of(path, table, moment)
+    if only is not None:
+        found = {k: v for k, v in found.items() if k[0] in only}
+        expected = {k: v for k, v in expected.items() if k[0] in only}
+    assert set(found) == set(expected), (
+        f"{table} at {moment}: missing {sorted(set(expected) - set(found))[:5]},"
+        f" extra {sorted(set(found) - set(expected))[:5]}"
+    )
+    compared = 0
+    for key, record in expected.items():
+        for column, sent in record.items():
+            stored = found[key].get(column)
+            assert same(types[column], stored, sent), (table, key, column, stored, sent)
+            compared += 1
+    return compared
+
+
+def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
+    evaluations = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    history = [e for e in evaluations if e.check_name in HISTORY_CHECKS]
+    assert history and all(e.passed for e in history)
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_the_versions_valid_at_a_moment_are_the_account_then(
+    account: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path, mode: str
+) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    first = sync(instance, mode)
+    assert_checks_passed(first)
+    synced = [(sync_moment(account), snapshot(account))]
+    rounds = []
+    for _ in range(2):
+        states = mutate(account)
+        result = sync(instance, mode)
+        assert_checks_passed(result)
+        rounds.append((synced[-1][0], states))
+        synced.append((sync_moment(account), snapshot(account)))
+
+    compared = 0
+    history_tables = set(snapshot(account))
+    for moment, state in synced:
+        for table in history_tables:
+            compared += assert_as_of(path, table, moment, state[table])
+    # One round's moments (the next round repeats them), from its sync to the next.
+    (previous, states), following = rounds[0], synced[1][0]
+    once = changes_between(account, previous, following)
+    for moment, state in states:
+        for obj, children in EVENTED.items():
+            kind = obj.removesuffix("s")
+            records = {r for r, n in once.get(kind, {}).items() if n == 1}
+            untouched = {k[0] for k in state[obj]} - set(once.get(kind, {}))
+            for table in (obj, *children):
+                compared += assert_as_of(path, table, moment, state[table], records | untouched)
+    assert compared > 10_000
+
+
+def test_an_unchanged_account_opens_no_version(
+    account: EmulatorServer, instance: dg.DagsterInstance
+) -> None:
+    first = versions_opened(sync(instance))
+    assert first["invoices_history"] == len(account.records("invoices"))
+    again = versions_opened(sync(instance))
+    assert set(again.values()) == {0}, again
+    account.mutate("invoices", update=2)
+    changed = versions_opened(sync(instance, "incremental"))
+    assert changed["invoices_history"] == 2
+    assert {t: n for t, n in changed.items() if not t.startswith("invoice")} == dict.fromkeys(
+        [t for t in changed if not t.startswith("invoice")], 0
+    )
+
+
+def test_history_settings_are_checked() -> None:
+    assert load_settings({"INVOICED_HISTORY": "invoices,payments"}).history_objects == {
+        "invoices",
+        "payments",
+    }
+    assert "events" not in load_settings({"INVOICED_HISTORY": "all"}).history_objects
+    with pytest.raises(SettingsError, match="unknown objects: refunds"):
+        load_settings({"INVOICED_HISTORY": "invoices,refunds"})
+    with pytest.raises(SettingsError, match="append-only"):
+        load_settings({"INVOICED_HISTORY": "events"})
+    defs = build_definitions(load_settings({"INVOICED_HISTORY": "payments"}))
+    tables = {k.path[-1] for k in defs.resolve_all_asset_keys()}
+    assert {"payments_history", "payment_applications_history"} <= tables
+    assert "invoices_history" not in tables
