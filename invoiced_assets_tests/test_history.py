@@ -257,3 +257,53 @@ def test_history_settings_are_checked() -> None:
     tables = {k.path[-1] for k in defs.resolve_all_asset_keys()}
     assert {"payments_history", "payment_applications_history"} <= tables
     assert "invoices_history" not in tables
+
+
+def test_history_on_snowflake_follows_the_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+) -> None:
+    """The same SQL on Snowflake (fakesnow): versions valid at each sync are the records then."""
+    import fakesnow
+
+    from .test_snowflake import ENVIRONMENT, UNSET, query
+
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    with (
+        fakesnow.patch(create_schema_on_connect=False),
+        EmulatorServer(scale=0.1, seed=93, api_key=API_KEY) as account,
+    ):
+        disabled = ",".join(o.name for o in CATALOGUE if o.name not in ("customers", "invoices"))
+        use_emulator(
+            monkeypatch,
+            account,
+            INVOICED_DESTINATION="snowflake",
+            INVOICED_HISTORY="invoices",
+            INVOICED_DISABLED_OBJECTS=disabled,
+        )
+        assert_checks_passed(sync(instance))
+        moments = [(sync_moment(account), snapshot(account))]
+        for mode in ("full", "incremental"):
+            account.mutate("invoices", insert=2, update=3, delete=2)
+            assert_checks_passed(sync(instance, mode))
+            moments.append((sync_moment(account), snapshot(account)))
+        assert int(query("select count(*) from invoiced.invoices_history")[0][0]) > len(
+            moments[-1][1]["invoices"]
+        )
+        for moment, state in moments:
+            at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            valid = f"valid_from <= '{at}' and (valid_to is null or valid_to > '{at}')"
+            invoices = query(
+                f"select id, date_part(epoch_second, updated_at), total"
+                f" from invoiced.invoices_history where {valid}"
+            )
+            assert {(r[0],): (int(r[1]), float(r[2])) for r in invoices} == {
+                k: (v["updated_at"], float(v["total"])) for k, v in state["invoices"].items()
+            }
+            items = query(
+                f"select invoice_id, position from invoiced.invoice_line_items_history"
+                f" where {valid}"
+            )
+            assert {tuple(r) for r in items} == set(state["invoice_line_items"])
