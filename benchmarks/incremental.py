@@ -75,14 +75,20 @@ def run_once() -> None:
     step_seconds = step.event_specific_data.duration_ms / 1000 if step else float("nan")
     by_table = {
         m.asset_key.path[-1]: [
-            m.metadata["invoiced/sync_kind"].value,
+            m.metadata.get("invoiced/sync_kind", dg.MetadataValue.text("history")).value,
             m.metadata["invoiced/rows_deleted"].value,
             m.metadata["invoiced/rows_inserted"].value,
         ]
         for m in materializations
     }
+    versions = sum(  # history tables (INVOICED_HISTORY): the versions this run opened
+        m.metadata["invoiced/versions_opened"].value
+        for m in materializations
+        if "invoiced/versions_opened" in m.metadata
+    )
     print(json.dumps({
         "success": result.success, "wall": wall, "startup": startup, "written": written,
+        "versions_opened": versions,
         "peak_rss_mb": own,
         "step": step_seconds, "tables": by_table,
     }))  # fmt: skip
@@ -159,6 +165,11 @@ def main() -> int:
             f" {run['step']:.2f} s"
         )
     full, incremental = runs["full"], runs["incremental"]
+    if os.environ.get("INVOICED_HISTORY"):
+        print(
+            f"  history ({os.environ['INVOICED_HISTORY']}): versions opened by the full load"
+            f" {full['versions_opened']:,}, by the incremental run {incremental['versions_opened']:,}"
+        )
     if os.environ.get("BENCHMARK_TABLES"):
         print("  incremental run, table: kind, rows deleted, rows inserted")
         for table, figures in sorted(incremental["tables"].items()):
