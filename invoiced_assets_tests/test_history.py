@@ -7,9 +7,12 @@ contacts), with a sync after each round, full and incremental, on DuckDB and on 
 - at each mutation's moment between two syncs, the same holds for every record that changed at
   most once in between (a sync cannot see a state that lived and died between two syncs);
 - the history checks pass, a sync of an unchanged account opens no version, and the history
-  tables are published with their tables (a failed check publishes neither).
+  tables are published with their tables: a failed check (a lost current version, found by the
+  count of current versions; a second current version of a record the run changed) publishes
+  neither the table nor its history.
 """
 
+import gc
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -307,3 +310,61 @@ def test_history_on_snowflake_follows_the_account(
                 f" where {valid}"
             )
             assert {tuple(r) for r in items} == set(state["invoice_line_items"])
+
+
+@pytest.fixture
+def invoices_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """A small account whose invoices alone are versioned."""
+    with EmulatorServer(scale=0.05, seed=95, api_key=API_KEY) as server:
+        disabled = ",".join(o.name for o in CATALOGUE if o.name not in ("customers", "invoices"))
+        use_emulator(
+            monkeypatch,
+            server,
+            tmp_path / "warehouse.duckdb",
+            INVOICED_HISTORY="invoices",
+            INVOICED_DISABLED_OBJECTS=disabled,
+        )
+        yield server
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # a current version of a record the next run does not touch: the count shows it
+        "delete from invoiced.invoices_history where is_current and id = (select min(id)"
+        " from invoiced.invoices_history)",
+        # a second current version of the record the next run changes
+        "insert into invoiced.invoices_history select * from invoiced.invoices_history"
+        " where is_current and id = {changed}",
+    ],
+)
+def test_a_failed_history_check_publishes_nothing_of_the_object(
+    invoices_only: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    sync(instance)
+    (changed,) = invoices_only.mutate("invoices", update=1)["updated"]
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(damage.format(changed=changed))
+        before = {
+            t: connection.execute(f"select * from invoiced.{t} order by all").fetchall()
+            for t in ("invoices", "invoice_line_items", "invoices_history")
+        }
+    defs = build_definitions(load_settings())
+    config = {"ops": {"invoiced_tables": {"config": {"sync_mode": "incremental"}}}}
+    result = defs.resolve_job_def("invoiced_sync").execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False
+    )
+    assert not result.success
+    failures = " ".join(
+        str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure
+    )
+    assert "invoices_history" in failures and "is not published" in failures, failures
+    # The failed step's generator (and the session it holds) is freed with its traceback.
+    gc.collect()
+    with duckdb.connect(str(path)) as connection:
+        after = {
+            t: connection.execute(f"select * from invoiced.{t} order by all").fetchall()
+            for t in before
+        }
+    assert after == before  # the changed invoice is not published, its history not versioned

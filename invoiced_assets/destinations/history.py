@@ -19,9 +19,14 @@ item removed from an invoice, the invoice's new `updated_at`). Failing those (an
 `updated_at`, an event older than the events read), the time of the sync that saw the change. A
 time that would not come after the version it follows is moved to just after it, so windows never
 overlap. A full load of an unchanged account opens no version.
+
+An incremental merge changes only the rows of the records it staged or deleted, so the
+statements and the checks read only those records' rows and versions (`Scope`): the others are as the last
+publish left them and checked them (the checks also compare the count of current versions with
+the table's). A full load, and a merge that widened a column, compare every row.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -90,6 +95,15 @@ class DeletionTime:
     at: int  # UNIX seconds
 
 
+# The rows an incremental merge may have changed, as a condition on a row alias (see
+# `sql.merged_rows_filter`); None: every row.
+Scope = Callable[[str], str]
+
+
+def _within(scope: Scope | None, alias: str) -> str:
+    return "TRUE" if scope is None else scope(alias)
+
+
 class HistoryDialect(Protocol):
     """What the statements need of a `sql.Dialect` (see `duckdb_destination`, `snowflake_...`)."""
 
@@ -124,8 +138,13 @@ def _keys_equal(dialect: HistoryDialect, key: Sequence[str], left: str, right: s
     return " AND ".join(f"{left}.{dialect.column(k)} = {right}.{dialect.column(k)}" for k in key)
 
 
-def _new_rows(dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, FieldType]) -> str:
-    """The published rows, each with its hash and change time."""
+def _new_rows(
+    dialect: HistoryDialect,
+    spec: HistorySpec,
+    columns: Mapping[str, FieldType],
+    scope: Scope | None = None,
+) -> str:
+    """The published rows (of the records in `scope`), each with its hash and change time."""
     selected = ", ".join(f"p.{dialect.column(c)}" for c in columns)
     changed = "NULL"
     join = ""
@@ -142,6 +161,7 @@ def _new_rows(dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, 
     return (
         f"SELECT {selected}, {record_hash(dialect, columns, 'p')} AS h__hash,"
         f" CAST({changed} AS {ts}) AS h__changed FROM {dialect.published(spec.table)} p{join}"
+        f" WHERE {_within(scope, 'p')}"
     )
 
 
@@ -185,15 +205,17 @@ def maintenance_statements(
     columns: Mapping[str, FieldType],
     deletion_times: Sequence[DeletionTime],
     now: int,
+    scope: Scope | None = None,
 ) -> tuple[str, str]:
-    """(open new versions, close replaced and deleted ones), to run in that order."""
+    """(open new versions, close replaced and deleted ones), to run in that order; for the
+    records in `scope` only (None: every record)."""
     h = dialect.published(spec.name)
     c = dialect.column
     names = ", ".join(c(n) for n in columns)
     meta = ", ".join(c(n) for n in META_COLUMNS)
     now_sql = timestamp_literal(dialect, now)
     first_key = c(spec.key[0])
-    new = _new_rows(dialect, spec, columns)
+    new = _new_rows(dialect, spec, columns, scope)
     opened = (
         f"INSERT INTO {h} ({names}, {meta})"
         f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
@@ -230,7 +252,8 @@ def maintenance_statements(
         f" LEFT JOIN {h} nv ON nv.{c(IS_CURRENT)}"
         f" AND {_keys_equal(dialect, spec.key, 'nv', 'cur')} AND nv.{c(RECORD_HASH)} = n.h__hash"
         + "".join(joins)
-        + f" WHERE cur.{c(IS_CURRENT)} AND (n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash)"
+        + f" WHERE cur.{c(IS_CURRENT)} AND {_within(scope, 'cur')}"
+        f" AND (n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash)"
     )
     closed = (
         f"UPDATE {h} AS t SET {c(VALID_TO)} = x.h__ends, {c(IS_CURRENT)} = FALSE,"
@@ -242,34 +265,43 @@ def maintenance_statements(
 
 
 def check_queries(
-    dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, FieldType]
+    dialect: HistoryDialect,
+    spec: HistorySpec,
+    columns: Mapping[str, FieldType],
+    scope: Scope | None = None,
 ) -> dict[str, str]:
-    """Each history check as a query of one count: the offending rows (0 passes)."""
+    """Each history check as a query of one count: the offending rows (0 passes), over the
+    records in `scope` (None: every record); the current versions are counted in full."""
     h = dialect.published(spec.name)
+    t = dialect.published(spec.table)
     c = dialect.column
     keys = ", ".join(c(k) for k in spec.key)
     listed = ", ".join(f"t.{c(k)}" for k in spec.key)
     overlap = (
         f"SELECT {c(VALID_FROM)} AS f, {c(VALID_TO)} AS t_,"
         f" LEAD({c(VALID_FROM)}) OVER (PARTITION BY {keys} ORDER BY {c(VALID_FROM)}) AS nf"
-        f" FROM {h}"
+        f" FROM {h} t WHERE {_within(scope, 't')}"
     )
-    published = f"SELECT {listed}, {record_hash(dialect, columns, 't')} AS rh FROM {dialect.published(spec.table)} t"
+    published = (
+        f"SELECT {listed}, {record_hash(dialect, columns, 't')} AS rh FROM {t} t"
+        f" WHERE {_within(scope, 't')}"
+    )
     current = (
-        f"SELECT {listed}, {record_hash(dialect, columns, 't')} AS rh FROM {h} t"
-        f" WHERE t.{c(IS_CURRENT)}"
+        f"SELECT {listed}, t.{c(RECORD_HASH)} AS rh FROM {h} t"
+        f" WHERE t.{c(IS_CURRENT)} AND {_within(scope, 't')}"
     )
+    counts = f"ABS((SELECT COUNT(*) FROM {t}) - (SELECT COUNT(*) FROM {h} WHERE {c(IS_CURRENT)}))"
     return {
         ONE_CURRENT: (
-            f"SELECT COUNT(*) FROM (SELECT {keys} FROM {h} WHERE {c(IS_CURRENT)}"
-            f" GROUP BY {keys} HAVING COUNT(*) > 1) x"
+            f"SELECT COUNT(*) FROM (SELECT {keys} FROM {h} t WHERE t.{c(IS_CURRENT)}"
+            f" AND {_within(scope, 't')} GROUP BY {keys} HAVING COUNT(*) > 1) x"
         ),
         NO_OVERLAP: (
             f"SELECT COUNT(*) FROM ({overlap}) x WHERE (x.t_ IS NOT NULL AND x.t_ <= x.f)"
             " OR (x.nf IS NOT NULL AND (x.t_ IS NULL OR x.nf < x.t_))"
         ),
         CURRENT_MATCHES: (
-            f"SELECT COUNT(*) FROM (SELECT * FROM ({published} EXCEPT {current}) a"
+            f"SELECT COUNT(*) + {counts} FROM (SELECT * FROM ({published} EXCEPT {current}) a"
             f" UNION ALL SELECT * FROM ({current} EXCEPT {published}) b) x"
         ),
     }

@@ -27,6 +27,7 @@ from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations import history
+from invoiced_assets.destinations.history import HistorySpec
 from invoiced_assets.destinations.protocol import (
     Destination,
     PublishedColumn,
@@ -35,7 +36,11 @@ from invoiced_assets.destinations.protocol import (
     StagedObject,
     StatementObserver,
 )
-from invoiced_assets.destinations.sql import PublishStatements, publish_statements
+from invoiced_assets.destinations.sql import (
+    PublishStatements,
+    merged_rows_filter,
+    publish_statements,
+)
 from invoiced_assets.tables import docs
 from invoiced_assets.tables.docs import TableComments
 
@@ -180,6 +185,18 @@ def _history_table_statements(
     ]
 
 
+def _merge_scope(
+    dialect: Any, staged: StagedObject, plans: dict[str, PublishStatements], spec: HistorySpec
+) -> history.Scope | None:
+    """The rows an incremental merge may have changed (None: a full load, or a merge that
+    widened a column, whose values' text, and so every record's hash, changed with it)."""
+    table = staged.tables[spec.table]
+    if table.merge is None or table.merge.append_after or plans[spec.table].plan.widened:
+        return None
+    link = spec.parent[2] if spec.parent is not None else spec.key[0]
+    return lambda alias: merged_rows_filter(dialect, table, link, alias)
+
+
 class HistoryCheckFailed(Exception):
     """A history table would break one of its own checks: nothing of the object is published."""
 
@@ -197,14 +214,15 @@ def _version(
     published = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
+        scope = _merge_scope(dialect, staged, plans, spec)
         opened, closed = history.maintenance_statements(
-            dialect, spec, columns, staged.deletion_times, staged.synced_at
+            dialect, spec, columns, staged.deletion_times, staged.synced_at, scope
         )
         details: dict[str, Any] = {
             "invoiced/versions_opened": run(opened),
             "invoiced/versions_closed": run(closed),
         }
-        for check, query in history.check_queries(dialect, spec, columns).items():
+        for check, query in history.check_queries(dialect, spec, columns, scope).items():
             offending = int(session.rows(query)[0][0])
             details[f"invoiced/check/{check}"] = offending
             if offending:

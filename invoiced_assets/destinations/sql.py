@@ -83,6 +83,18 @@ def _select_list(dialect: Dialect, columns: Sequence[PlannedColumn]) -> str:
     return ", ".join(f"{converted(dialect, c)} AS {dialect.column(c.name)}" for c in columns)
 
 
+def merged_rows_filter(dialect: Dialect, staged: StagedTable, link: str, alias: str) -> str:
+    """The rows an incremental merge of `staged` may have changed: those of the records it
+    staged (`link`: the record's id, or a child row's parent id) and those it deleted."""
+    c = dialect.column
+    within = [f"{alias}.{c(link)} IN (SELECT {c(link)} FROM {dialect.staged(staged.name)})"]
+    within += [
+        f"{alias}.{c(d.column)} IN (SELECT {c(KEY_SET_COLUMN)} FROM {dialect.key_set(d.key_set)})"
+        for d in (staged.merge.deletions if staged.merge else ())
+    ]
+    return "(" + " OR ".join(within) + ")"
+
+
 def _kept_rows_filter(dialect: Dialect, staged: StagedTable, alias: str) -> str:
     """The published rows a merge keeps: none of its deletions' keys (nulls are kept)."""
     conditions = [
