@@ -32,7 +32,9 @@ def run(args: argparse.Namespace, history: bool) -> tuple[float, int, int]:
     if done.returncode != 0:
         raise SystemExit(done.stdout + done.stderr[-3000:])
     step = float(re.search(r"incremental .*the step ([0-9.]+) s", done.stdout).group(1))
-    versions = re.search(r"by the incremental run ([0-9,]+)", done.stdout)
+    versions = re.search(
+        r"versions opened by the full load [0-9,]+, by the incremental run ([0-9,]+)", done.stdout
+    )
     changed = re.search(r"rows changed +([0-9,]+)", done.stdout)
     return (
         step,
