@@ -368,3 +368,108 @@ def test_a_failed_history_check_publishes_nothing_of_the_object(
             for t in before
         }
     assert after == before  # the changed invoice is not published, its history not versioned
+
+
+BACKFILLED = ["customers", "contacts", "invoices", "payments", "subscriptions", "credit_notes"]
+
+
+def test_a_backfill_builds_the_versions_before_the_first_sync_from_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+) -> None:
+    """Rounds of changes before the first sync; that sync, with `history_backfill`, holds the
+    account as it was at each change's moment (every record with events, every field); a second
+    backfill adds nothing."""
+    path = tmp_path / "warehouse.duckdb"
+    objects = [o for o in CATALOGUE if o.name in BACKFILLED]
+    with EmulatorServer(scale=0.05, seed=97, api_key=API_KEY) as account:
+        disabled = ",".join(o.name for o in CATALOGUE if o.name not in BACKFILLED)
+        use_emulator(
+            monkeypatch,
+            account,
+            path,
+            INVOICED_HISTORY="all",
+            INVOICED_DISABLED_OBJECTS=disabled,
+        )
+        moments = [(latest_moment(account), expected_rows(account, objects))]
+        for _ in range(2):
+            for listing, counts in [
+                ("invoices", {"insert": 2, "update": 3, "delete": 2}),
+                ("payments", {"insert": 1, "update": 2, "delete": 1}),
+                ("subscriptions", {"insert": 1, "update": 2, "delete": 1}),
+                ("credit_notes", {"insert": 1, "update": 1, "delete": 1}),
+                ("customers", {"insert": 1, "update": 2, "delete": 1}),  # and its contacts
+                ("contacts", {"insert": 2, "update": 2, "delete": 1}),
+            ]:
+                account.mutate(listing, **counts)
+                moments.append((latest_moment(account), expected_rows(account, objects)))
+        config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
+        job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+        first = job.execute_in_process(instance=instance, run_config=config)
+        assert_checks_passed(first)
+        backfilled = {
+            m.asset_key.path[-1]: m.metadata["invoiced/versions_backfilled"].value
+            for m in first.asset_materializations_for_node("invoiced_tables")
+            if "invoiced/versions_backfilled" in m.metadata
+        }
+        assert backfilled["invoices_history"] > 0 and backfilled["contacts_history"] > 0
+        compared = 0
+        for moment, state in moments:
+            for table in state:
+                compared += assert_as_of(path, table, moment, state[table])
+        assert compared > 10_000
+        again = job.execute_in_process(instance=instance, run_config=config)
+        assert_checks_passed(again)
+        assert {
+            m.metadata["invoiced/versions_backfilled"].value
+            for m in again.asset_materializations_for_node("invoiced_tables")
+            if "invoiced/versions_backfilled" in m.metadata
+        } == {0}
+
+
+def test_a_backfill_on_snowflake_builds_the_same_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+) -> None:
+    """The backfill's SQL on Snowflake (fakesnow): the invoices and line items valid at each
+    change's moment before the first sync are the account's then."""
+    import fakesnow
+
+    from .test_snowflake import ENVIRONMENT, UNSET, query
+
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    with (
+        fakesnow.patch(create_schema_on_connect=False),
+        EmulatorServer(scale=0.05, seed=99, api_key=API_KEY) as account,
+    ):
+        disabled = ",".join(o.name for o in CATALOGUE if o.name not in ("customers", "invoices"))
+        use_emulator(
+            monkeypatch,
+            account,
+            INVOICED_DESTINATION="snowflake",
+            INVOICED_HISTORY="invoices",
+            INVOICED_DISABLED_OBJECTS=disabled,
+        )
+        moments = [(latest_moment(account), snapshot(account))]
+        for _ in range(2):
+            account.mutate("invoices", insert=2, update=3, delete=2)
+            moments.append((latest_moment(account), snapshot(account)))
+        config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
+        job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+        assert_checks_passed(job.execute_in_process(instance=instance, run_config=config))
+        for moment, state in moments:
+            at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            valid = f"valid_from <= '{at}' and (valid_to is null or valid_to > '{at}')"
+            invoices = query(
+                f"select id, date_part(epoch_second, updated_at), total"
+                f" from invoiced.invoices_history where {valid}"
+            )
+            assert {(r[0],): (int(r[1]), float(r[2])) for r in invoices} == {
+                k: (v["updated_at"], float(v["total"])) for k, v in state["invoices"].items()
+            }
+            items = query(
+                f"select invoice_id, position from invoiced.invoice_line_items_history"
+                f" where {valid}"
+            )
+            assert {tuple(r) for r in items} == set(state["invoice_line_items"])

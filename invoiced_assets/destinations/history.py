@@ -134,7 +134,7 @@ def record_hash(dialect: HistoryDialect, columns: Mapping[str, FieldType], alias
     return f"MD5({joined})"
 
 
-def _keys_equal(dialect: HistoryDialect, key: Sequence[str], left: str, right: str) -> str:
+def keys_equal(dialect: HistoryDialect, key: Sequence[str], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{dialect.column(k)} = {right}.{dialect.column(k)}" for k in key)
 
 
@@ -165,7 +165,7 @@ def _new_rows(
     )
 
 
-def _after(previous: str, candidates: Sequence[str], now: str) -> str:
+def first_after(previous: str, candidates: Sequence[str], now: str) -> str:
     """The first candidate time after `previous` (else now, else just after `previous`)."""
     whens = " ".join(
         f"WHEN {c} IS NOT NULL AND ({previous} IS NULL OR {c} > {previous}) THEN {c}"
@@ -219,10 +219,10 @@ def maintenance_statements(
     opened = (
         f"INSERT INTO {h} ({names}, {meta})"
         f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
-        f" {_after(f'cur.{c(VALID_FROM)}', ['n.h__changed'], now_sql)}, NULL, TRUE, FALSE,"
+        f" {first_after(f'cur.{c(VALID_FROM)}', ['n.h__changed'], now_sql)}, NULL, TRUE, FALSE,"
         f" n.h__hash"
         f" FROM ({new}) n LEFT JOIN {h} cur"
-        f" ON cur.{c(IS_CURRENT)} AND {_keys_equal(dialect, spec.key, 'cur', 'n')}"
+        f" ON cur.{c(IS_CURRENT)} AND {keys_equal(dialect, spec.key, 'cur', 'n')}"
         f" WHERE cur.{first_key} IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
     )
     text = dialect.sql_type(FieldType.STRING)
@@ -241,16 +241,16 @@ def maintenance_statements(
             f" LEFT JOIN {dialect.published(parent)} par ON par.{c(parent_key)} = cur.{c(column)}"
         )
         candidates.append(f"CAST(par.{c('updated_at')} AS {dialect.sql_type(FieldType.TIMESTAMP)})")
-    gone_at = _after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
+    gone_at = first_after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
     closing = (
         f"SELECT {', '.join(f'cur.{c(k)}' for k in spec.key)}, cur.{c(RECORD_HASH)} AS h__old,"
         f" n.h__hash IS NULL AS h__gone,"
         f" CASE WHEN nv.{c(VALID_FROM)} IS NOT NULL THEN nv.{c(VALID_FROM)} ELSE {gone_at} END"
         f" AS h__ends"
         f" FROM {h} cur"
-        f" LEFT JOIN ({new}) n ON {_keys_equal(dialect, spec.key, 'n', 'cur')}"
+        f" LEFT JOIN ({new}) n ON {keys_equal(dialect, spec.key, 'n', 'cur')}"
         f" LEFT JOIN {h} nv ON nv.{c(IS_CURRENT)}"
-        f" AND {_keys_equal(dialect, spec.key, 'nv', 'cur')} AND nv.{c(RECORD_HASH)} = n.h__hash"
+        f" AND {keys_equal(dialect, spec.key, 'nv', 'cur')} AND nv.{c(RECORD_HASH)} = n.h__hash"
         + "".join(joins)
         + f" WHERE cur.{c(IS_CURRENT)} AND {_within(scope, 'cur')}"
         f" AND (n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash)"
@@ -258,7 +258,7 @@ def maintenance_statements(
     closed = (
         f"UPDATE {h} AS t SET {c(VALID_TO)} = x.h__ends, {c(IS_CURRENT)} = FALSE,"
         f" {c(IS_DELETED)} = x.h__gone FROM ({closing}) x"
-        f" WHERE t.{c(IS_CURRENT)} AND {_keys_equal(dialect, spec.key, 't', 'x')}"
+        f" WHERE t.{c(IS_CURRENT)} AND {keys_equal(dialect, spec.key, 't', 'x')}"
         f" AND t.{c(RECORD_HASH)} = x.h__old"
     )
     return opened, closed

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from invoiced_assets.catalogue import FieldType
+from invoiced_assets.destinations.backfill import Snapshots
 from invoiced_assets.destinations.history import DeletionTime, HistorySpec
 from invoiced_assets.tables.docs import TableComments
 from invoiced_assets.tables.drift import ColumnPlan
@@ -68,6 +69,8 @@ class StagedObject:
     history: tuple[HistorySpec, ...] = ()
     deletion_times: tuple[DeletionTime, ...] = ()
     synced_at: int = 0
+    # A backfill run's states from the events log (see `backfill`): versions before the first.
+    snapshots: Snapshots | None = None
 
 
 @dataclass(frozen=True)

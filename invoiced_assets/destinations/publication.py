@@ -26,7 +26,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.destinations import history
+from invoiced_assets.destinations import backfill, history
 from invoiced_assets.destinations.history import HistorySpec
 from invoiced_assets.destinations.protocol import (
     Destination,
@@ -209,41 +209,64 @@ def _version(
     run: Callable[[str], int],
 ) -> dict[str, PublishedTable]:
     """Inside the publishing transaction, once every table has its rows: the history tables'
-    new and closed versions, audited before the transaction commits."""
+    new and closed versions (and a backfill's earlier ones), audited before the transaction
+    commits."""
     dialect = destination.dialect
-    published = {}
+    details: dict[str, dict[str, Any]] = {}
+    scopes = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
-        scope = _merge_scope(dialect, staged, plans, spec)
+        # A backfill adds versions to records the merge did not touch: check them all.
+        scope = None if staged.snapshots else _merge_scope(dialect, staged, plans, spec)
+        scopes[spec.name] = scope
         opened, closed = history.maintenance_statements(
             dialect, spec, columns, staged.deletion_times, staged.synced_at, scope
         )
-        details: dict[str, Any] = {
+        details[spec.name] = {
             "invoiced/versions_opened": run(opened),
             "invoiced/versions_closed": run(closed),
         }
-        for check, query in history.check_queries(dialect, spec, columns, scope).items():
+    if staged.snapshots is not None:
+        for spec in backfill.ordered_for_backfill(staged.history):
+            merged, inserted = backfill.backfill_statements(
+                dialect,
+                spec,
+                _published_types(plans, spec.table),
+                staged.snapshots,
+                staged.synced_at,
+            )
+            run(merged)
+            details[spec.name]["invoiced/versions_backfilled"] = run(inserted)
+    published = {}
+    for spec in staged.history:
+        columns = _published_types(plans, spec.table)
+        found = details[spec.name]
+        for check, query in history.check_queries(
+            dialect, spec, columns, scopes[spec.name]
+        ).items():
             offending = int(session.rows(query)[0][0])
-            details[f"invoiced/check/{check}"] = offending
+            found[f"invoiced/check/{check}"] = offending
             if offending:
                 raise HistoryCheckFailed(
                     f"{spec.name}: {check} failed ({offending} rows); {staged.name} is not"
                     " published, and every table keeps its last good copy."
                 )
         rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(spec.name)}")[0][0]
-        base = plans[spec.table].plan
+        described = {**plans[spec.table].comments.columns, **history.META_DESCRIPTIONS}
         published[spec.name] = PublishedTable(
             spec.name,
             destination.table_location(spec.name),
-            base,
+            plans[spec.table].plan,
             [
-                PublishedColumn(dialect.stored_column(name), dialect.sql_type(t), None)
+                PublishedColumn(
+                    dialect.stored_column(name), dialect.sql_type(t), described.get(name)
+                )
                 for name, t in {**columns, **history.META_COLUMNS}.items()
             ],
             int(rows),
             0,
-            details["invoiced/versions_opened"],
-            details,
+            found["invoiced/versions_opened"] + found.get("invoiced/versions_backfilled", 0),
+            found,
         )
     return published
 
@@ -352,9 +375,10 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         """What drops an object's staged tables and key sets, once it is published."""
         dialect = self.dialect  # type: ignore[attr-defined]
         key_sets = {d.key_set for t in staged.tables.values() if t.merge for d in t.merge.deletions}
-        return [f"DROP TABLE IF EXISTS {dialect.staged(t)}" for t in staged.tables] + [
-            f"DROP TABLE IF EXISTS {dialect.key_set(k)}" for k in sorted(key_sets)
-        ]
+        snapshots = staged.snapshots.staged_names if staged.snapshots else []
+        return [
+            f"DROP TABLE IF EXISTS {dialect.staged(t)}" for t in [*staged.tables, *snapshots]
+        ] + [f"DROP TABLE IF EXISTS {dialect.key_set(k)}" for k in sorted(key_sets)]
 
     def forget_columns(self, tables: Iterable[str]) -> None:
         """After a publish: the tables' columns and comments may have changed."""

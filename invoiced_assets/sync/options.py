@@ -47,6 +47,16 @@ class SyncRunConfig(dg.Config):
         ),
     )
 
+    history_backfill: bool = Field(
+        default=False,
+        description=(
+            "This run only: also build the history tables' versions from before their first"
+            " sync, from the events log (each event's `data.object` is its record's state then),"
+            " for the versioned objects read (INVOICED_HISTORY). Reads the whole log once; a"
+            " second backfill adds nothing."
+        ),
+    )
+
     def options_for_run(self, options: SyncOptions) -> SyncOptions:
         """The deployment's options, with this run's `sync_mode` if it sets one."""
         if self.sync_mode is None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoiced_assets.catalogue import InvoicedObject, get_object
+from invoiced_assets.destinations.backfill import Snapshots, staged_snapshots, staged_states
+from invoiced_assets.destinations.history import DeletionTime
 from invoiced_assets.destinations.protocol import (
     Destination,
     Merge,
@@ -26,6 +28,7 @@ from invoiced_assets.destinations.protocol import (
 )
 from invoiced_assets.extract.incremental import Deletions
 from invoiced_assets.extract.listings import Extraction
+from invoiced_assets.extract.snapshots import ObjectSnapshots, record_type
 from invoiced_assets.sync.outputs import markdown_preview
 from invoiced_assets.tables.shaping import ShapedTable
 
@@ -125,3 +128,23 @@ def stage_read(
         deletions.for_object(extraction.obj) if deletions and extraction.plan.incremental else set()
     )
     return StagedRead(extraction, staged, previews, len(extraction.ids or ()), len(deleted))
+
+
+def stage_snapshots(
+    destination: Destination,
+    found: ObjectSnapshots,
+    deletion_times: tuple[DeletionTime, ...],
+) -> Snapshots:
+    """Stage an object's states from the events beside its tables (see `destinations.backfill`)."""
+    tables, listed = found.finish()
+    obj = found.obj
+    names = [(staged_states(name), shaped) for name, shaped in tables.items()]
+    destination.stage([*names, (staged_snapshots(obj.name), listed)], {})
+    for shaped in [*tables.values(), listed]:
+        shaped.data.release()
+    return Snapshots(
+        staged_snapshots(obj.name),
+        {name: shaped.column_types() for name, shaped in tables.items()},
+        record_type(obj),
+        deletion_times,
+    )

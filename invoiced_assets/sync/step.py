@@ -23,6 +23,7 @@ from invoiced_assets import checks
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
+from invoiced_assets.destinations.backfill import Snapshots
 from invoiced_assets.destinations.history import (
     HISTORY_CHECKS,
     DeletionTime,
@@ -34,6 +35,7 @@ from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
 from invoiced_assets.extract.listings import Extraction, ReadPlan
 from invoiced_assets.extract.scheduling import extract_concurrently
+from invoiced_assets.extract.snapshots import EventSnapshots, read_event_snapshots
 from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
@@ -44,7 +46,7 @@ from invoiced_assets.sync.outputs import (
     output_metadata,
 )
 from invoiced_assets.sync.planning import ReadPlanner, table_histories
-from invoiced_assets.sync.staging import StagedRead, stage_read
+from invoiced_assets.sync.staging import StagedRead, stage_read, stage_snapshots
 from invoiced_assets.sync.tuning import tuned_for_sync
 from invoiced_assets.tables.batches import BatchDirectory
 
@@ -98,6 +100,8 @@ class SyncStep:
         self.failures: list[Extraction] = []
         self.deletions: Deletions | None = None
         self.blocked: list[BlockedObject] = []
+        self.backfill = run_config.history_backfill
+        self.snapshots: EventSnapshots | None = None
 
     def run(self) -> Iterator[Event]:
         ensure_sole_sync(self.context, self.key_prefix)  # before anything is read or written
@@ -133,6 +137,8 @@ class SyncStep:
         )
         deletions, event_cursor, plans = self._read_events(plans)
         self.deletions = deletions
+        if self.backfill:
+            self.snapshots = self._read_snapshots(batches)
         customers_pending = CUSTOMERS.name in self.tables
         waiting_for_customers: list[str] = []
         for extraction in extract_concurrently(
@@ -172,6 +178,42 @@ class SyncStep:
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
 
+    def _versioned(self, name: str) -> bool:
+        return history_table(name) in self.all_tables
+
+    def _read_snapshots(self, batches: BatchDirectory) -> EventSnapshots | None:
+        """A backfill run's states of the versioned objects read, from the whole events log."""
+        wanted: dict[Any, list[str]] = {}
+        for name, table in self.tables.items():
+            if self._versioned(name) and table.obj.event_object:
+                wanted.setdefault(table.obj, []).append(name)
+        if not wanted:
+            self.context.log.warning(
+                "history_backfill: no versioned object with events is read in this run (set"
+                " INVOICED_HISTORY, and select the tables of invoices, payments, ...); nothing"
+                " is backfilled."
+            )
+            return None
+        try:
+            found = read_event_snapshots(self.client, wanted, batches)
+        except InvoicedError as exc:
+            raise dg.Failure(
+                description=f"Reading /events for the history backfill failed: {exc} No table"
+                " was changed.",
+                allow_retries=isinstance(exc, TRANSIENT_ERRORS),
+            ) from None
+        self.context.log.info(
+            f"history_backfill: {found.events} events read; states of "
+            + ", ".join(f"{n} {s.states}" for n, s in sorted(found.objects.items()))
+        )
+        return found
+
+    def _staged_snapshots(self, name: str) -> Snapshots | None:
+        if self.snapshots is None or name not in self.snapshots.objects:
+            return None
+        found = self.snapshots.objects.pop(name)  # staged once, with the object's publish
+        return stage_snapshots(self.destination, found, deletion_times(self.snapshots.deleted_at))
+
     def _audit_and_release(self, read: StagedRead, event_cursor: int) -> Iterator[Event]:
         """Audit a staged object; publish it through the IO manager only if nothing blocks."""
         extraction = read.extraction
@@ -194,15 +236,14 @@ class SyncStep:
             )
             yield from self._selected(evaluations)
             return
-        versioned = [
-            self.all_tables[history_table(n)] for n in names if history_table(n) in self.all_tables
-        ]
+        versioned = [self.all_tables[history_table(n)] for n in names if self._versioned(n)]
         release = ObjectRelease(
             read.for_publishing(
                 self.tables,
                 history=tuple(t.history_spec() for t in versioned),
-                deletion_times=deletion_times(self.deletions),
+                deletion_times=deletion_times(self.deletions.deleted_at if self.deletions else {}),
                 synced_at=int(self.now),
+                snapshots=self._staged_snapshots(extraction.obj.name) if versioned else None,
             )
         )
         for name in names:
@@ -274,13 +315,11 @@ class SyncStep:
                 yield self._result(evaluation)
 
 
-def deletion_times(deletions: Deletions | None) -> tuple[DeletionTime, ...]:
-    """The deletion events' times, for the history tables' closing versions."""
-    if deletions is None:
-        return ()
+def deletion_times(deleted_at: Mapping[str, Mapping[Any, int]]) -> tuple[DeletionTime, ...]:
+    """The deletion events' times (by object, record), for the history tables' versions."""
     return tuple(
         DeletionTime(name, str(record), at)
-        for name, times in sorted(deletions.deleted_at.items())
+        for name, times in sorted(deleted_at.items())
         for record, at in times.items()
     )
 
