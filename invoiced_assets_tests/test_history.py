@@ -187,6 +187,15 @@ def assert_as_of(
     return compared
 
 
+def described_columns(path: Path, table: str) -> list[tuple[str, str]]:
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return connection.execute(
+            "select column_name, comment from duckdb_columns()"
+            " where schema_name = 'invoiced' and table_name = ?",
+            [table],
+        ).fetchall()
+
+
 def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
     evaluations = [
         e.asset_check_evaluation_data
@@ -417,6 +426,11 @@ def test_a_backfill_builds_the_versions_before_the_first_sync_from_the_events(
             for table in state:
                 compared += assert_as_of(path, table, moment, state[table])
         assert compared > 10_000
+        described = dict(described_columns(path, "invoices_history"))
+        assert described["valid_from"].startswith("When this version began")
+        assert described["total"] and described["total"] == dict(
+            described_columns(path, "invoices")
+        ).get("total")
         again = job.execute_in_process(instance=instance, run_config=config)
         assert_checks_passed(again)
         assert {

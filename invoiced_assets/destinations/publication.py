@@ -82,6 +82,7 @@ def publish_object(
             for name, table in staged.tables.items()
         }
         history_tables = _history_table_statements(destination, session, staged, plans)
+        history_comments = _history_comments(destination, session, staged, plans)
         try:
             if not dialect.transactional_ddl:
                 # Each commits on its own: a new column, a wider type; no row changes yet.
@@ -100,6 +101,9 @@ def publish_object(
                 published = _publish_rows(destination, session, staged, plans, run)
                 published |= _version(destination, session, staged, plans, run)
                 if dialect.transactional_ddl:
+                    for statement in history_comments:
+                        run(statement)
+                if dialect.transactional_ddl:
                     for statement in destination.drop_staged_statements(staged):
                         run(statement)
                 run("COMMIT")
@@ -113,6 +117,8 @@ def publish_object(
                 for statements in plans.values():
                     for statement in statements.comment_changes:
                         comment(statement)
+                for statement in history_comments:
+                    comment(statement)
         finally:
             destination.forget_columns([*staged.tables, *(spec.name for spec in staged.history)])
         if not dialect.transactional_ddl:
@@ -195,6 +201,27 @@ def _merge_scope(
         return None
     link = spec.parent[2] if spec.parent is not None else spec.key[0]
     return lambda alias: merged_rows_filter(dialect, table, link, alias)
+
+
+def _history_comments(
+    destination: Destination, session: Any, staged: StagedObject, plans: dict[str, Any]
+) -> list[str]:
+    """The comments of each history table that is new or gains columns: its table's column
+    comments, and its own columns'."""
+    statements = []
+    for spec in staged.history:
+        held = destination.published_columns(session, spec.name)
+        columns = _published_types(plans, spec.table)
+        if held and set(columns) <= set(held):
+            continue
+        table = plans[spec.table].comments
+        comments = TableComments(
+            f"Every version of `{spec.table}` (INVOICED_HISTORY): one row per version, valid"
+            " from `valid_from` until `valid_to`.",
+            {**table.columns, **history.META_DESCRIPTIONS},
+        )
+        statements += destination.dialect.comment_statements(spec.name, comments)
+    return statements
 
 
 class HistoryCheckFailed(Exception):
