@@ -49,11 +49,15 @@ VERSIONED = [
     "credit_balance_adjustments", "plans",
 ]  # fmt: skip
 OBJECTS = [o for o in CATALOGUE if o.name in VERSIONED]
+# Each table's key, as its history table is versioned by (a child row: parent id, position).
+TABLE_KEYS = {o.name: (o.primary_key,) for o in CATALOGUE} | {
+    c.name: c.key for o in CATALOGUE for c in o.children
+}
 
 
 @pytest.fixture
 def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
-    with EmulatorServer(scale=0.2, seed=91, api_key=API_KEY) as server:
+    with EmulatorServer(scale=0.1, seed=91, api_key=API_KEY) as server:
         disabled = ",".join(o.name for o in CATALOGUE if o.name not in VERSIONED)
         use_emulator(
             monkeypatch,
@@ -153,14 +157,10 @@ def as_of(path: Path, table: str, moment: int) -> tuple[dict[tuple, dict], dict[
         )
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    key = ("id",) if "id" in types and "position" not in types else None
+    key = TABLE_KEYS[table]
     keyed = {}
     for row in rows:
-        k = (
-            (row["id"],)
-            if key
-            else (row[next(n for n in names if n.endswith("_id"))], row["position"])
-        )
+        k = tuple(row[column] for column in key)
         assert k not in keyed, f"{table}: two versions of {k} valid at {moment}"
         keyed[k] = row
     return keyed, types
