@@ -28,10 +28,8 @@ from invoiced_assets.destinations.history import (
     META_COLUMNS,
     RECORD_HASH,
     VALID_FROM,
-    DeletionTime,
     HistoryDialect,
     HistorySpec,
-    deletion_times_relation,
     first_after,
     history_table,
     keys_equal,
@@ -50,6 +48,10 @@ def staged_snapshots(obj: str) -> str:
     return f"{obj}__event_snapshots"
 
 
+def staged_deletions(obj: str) -> str:
+    return f"{obj}__event_deletions"
+
+
 @dataclass(frozen=True)
 class Snapshots:
     """An object's states from the events, staged: the snapshots' list, and each table's
@@ -58,12 +60,13 @@ class Snapshots:
     snapshots: str
     tables: Mapping[str, Mapping[str, FieldType]]  # table -> its states' staged columns
     record_type: FieldType
-    # Every deletion event's time (all objects: a contact ends with its customer).
-    deletion_times: tuple[DeletionTime, ...] = ()
+    # Every deletion event's time, of every object (a contact ends with its customer), staged:
+    # (d_object, d_record, d_at).
+    deletions: str
 
     @property
     def staged_names(self) -> list[str]:
-        return [self.snapshots, *(staged_states(t) for t in self.tables)]
+        return [self.snapshots, self.deletions, *(staged_states(t) for t in self.tables)]
 
 
 def backfill_statements(
@@ -176,7 +179,11 @@ def _versions(
         f" LEAD(u.u_hash) OVER ({by_run}) AS u_next_hash FROM ({runs}) u"
     )
     text = dialect.sql_type(FieldType.STRING)
-    deletions = deletion_times_relation(dialect, snapshots.deletion_times)
+    deletions = (
+        f"SELECT {c('d_object')} AS d_object, {c('d_record')} AS d_record,"
+        f" MAX({c('d_at')}) AS d_at FROM {dialect.staged(snapshots.deletions)}"
+        f" GROUP BY {c('d_object')}, {c('d_record')}"
+    )
     joins, candidates = [], []
     for index, source in enumerate(spec.deletions):
         alias = f"d{index}"

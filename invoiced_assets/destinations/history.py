@@ -174,14 +174,18 @@ def first_after(previous: str, candidates: Sequence[str], now: str) -> str:
     return f"CASE {whens} ELSE {previous} + INTERVAL '1 second' END"
 
 
-def deletion_times_relation(dialect: HistoryDialect, times: Sequence[DeletionTime]) -> str:
-    """The deletion events' times as a relation (object, record, at), latest per record."""
+def deletion_times_relation(
+    dialect: HistoryDialect, times: Sequence[DeletionTime], objects: Sequence[str]
+) -> str:
+    """The deletion events' times of `objects` as a relation (object, record, at), the latest
+    per record."""
     ts = dialect.sql_type(FieldType.TIMESTAMP)
     text = dialect.sql_type(FieldType.STRING)
+    wanted = set(objects)
     rows = [
-        f"SELECT '{t.object}' AS d_object, '{_quoted(t.record)}' AS d_record,"
-        f" {timestamp_literal(dialect, t.at)} AS d_at"
+        f"('{t.object}', '{_quoted(t.record)}', {timestamp_literal(dialect, t.at)})"
         for t in times
+        if t.object in wanted
     ]
     if not rows:
         return (
@@ -189,9 +193,9 @@ def deletion_times_relation(dialect: HistoryDialect, times: Sequence[DeletionTim
             f" CAST(NULL AS {ts}) AS d_at WHERE 1 = 0"
         )
     return (
-        "SELECT d_object, d_record, MAX(d_at) AS d_at FROM ("
-        + " UNION ALL ".join(rows)
-        + ") d GROUP BY d_object, d_record"
+        "SELECT d_object, d_record, MAX(d_at) AS d_at FROM (VALUES "
+        + ", ".join(rows)
+        + ") AS d (d_object, d_record, d_at) GROUP BY d_object, d_record"
     )
 
 
@@ -226,7 +230,9 @@ def maintenance_statements(
         f" WHERE cur.{first_key} IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
     )
     text = dialect.sql_type(FieldType.STRING)
-    deletions = deletion_times_relation(dialect, deletion_times)
+    deletions = deletion_times_relation(
+        dialect, deletion_times, [source.object for source in spec.deletions]
+    )
     joins, candidates = [], []
     for index, source in enumerate(spec.deletions):
         alias = f"d{index}"

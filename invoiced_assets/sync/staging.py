@@ -16,9 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from invoiced_assets.catalogue import InvoicedObject, get_object
-from invoiced_assets.destinations.backfill import Snapshots, staged_snapshots, staged_states
-from invoiced_assets.destinations.history import DeletionTime
+from invoiced_assets.catalogue import FieldSpec, FieldType, InvoicedObject, get_object
+from invoiced_assets.destinations.backfill import (
+    Snapshots,
+    staged_deletions,
+    staged_snapshots,
+    staged_states,
+)
 from invoiced_assets.destinations.protocol import (
     Destination,
     Merge,
@@ -30,7 +34,7 @@ from invoiced_assets.extract.incremental import Deletions
 from invoiced_assets.extract.listings import Extraction
 from invoiced_assets.extract.snapshots import ObjectSnapshots, record_type
 from invoiced_assets.sync.outputs import markdown_preview
-from invoiced_assets.tables.shaping import ShapedTable
+from invoiced_assets.tables.shaping import ShapedTable, TableBuilder
 
 
 @dataclass(frozen=True)
@@ -131,20 +135,40 @@ def stage_read(
 
 
 def stage_snapshots(
-    destination: Destination,
-    found: ObjectSnapshots,
-    deletion_times: tuple[DeletionTime, ...],
+    destination: Destination, found: ObjectSnapshots, deleted_at: Mapping[str, Mapping[Any, int]]
 ) -> Snapshots:
-    """Stage an object's states from the events beside its tables (see `destinations.backfill`)."""
+    """Stage an object's states from the events beside its tables, with every deletion
+    event's time (see `destinations.backfill`)."""
     tables, listed = found.finish()
     obj = found.obj
-    names = [(staged_states(name), shaped) for name, shaped in tables.items()]
-    destination.stage([*names, (staged_snapshots(obj.name), listed)], {})
-    for shaped in [*tables.values(), listed]:
+    deletions = TableBuilder(
+        staged_deletions(obj.name), DELETION_FIELDS, key=("d_object", "d_record")
+    )
+    deletions.add_rows(
+        [
+            {"d_object": name, "d_record": str(record), "d_at": at}
+            for name, times in deleted_at.items()
+            for record, at in times.items()
+        ]
+    )
+    staged = [
+        *((staged_states(name), shaped) for name, shaped in tables.items()),
+        (staged_snapshots(obj.name), listed),
+        (staged_deletions(obj.name), deletions.finish()),
+    ]
+    destination.stage(staged, {})
+    for _, shaped in staged:
         shaped.data.release()
     return Snapshots(
         staged_snapshots(obj.name),
         {name: shaped.column_types() for name, shaped in tables.items()},
         record_type(obj),
-        deletion_times,
+        staged_deletions(obj.name),
     )
+
+
+DELETION_FIELDS = (
+    FieldSpec("d_object", FieldType.STRING, "Object whose record was deleted."),
+    FieldSpec("d_record", FieldType.STRING, "ID of the deleted record."),
+    FieldSpec("d_at", FieldType.TIMESTAMP, "When its last deletion event was recorded."),
+)

@@ -212,7 +212,7 @@ class SyncStep:
         if self.snapshots is None or name not in self.snapshots.objects:
             return None
         found = self.snapshots.objects.pop(name)  # staged once, with the object's publish
-        return stage_snapshots(self.destination, found, deletion_times(self.snapshots.deleted_at))
+        return stage_snapshots(self.destination, found, self.snapshots.deleted_at)
 
     def _audit_and_release(self, read: StagedRead, event_cursor: int) -> Iterator[Event]:
         """Audit a staged object; publish it through the IO manager only if nothing blocks."""
