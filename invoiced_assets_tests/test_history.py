@@ -382,12 +382,37 @@ def test_a_failed_history_check_publishes_nothing_of_the_object(
 BACKFILLED = ["customers", "contacts", "invoices", "payments", "subscriptions", "credit_notes"]
 
 
+def backfill_round(account: EmulatorServer, objects: list) -> list[tuple[int, dict]]:
+    """One round of changes to every backfilled object; the account after each, with its moment."""
+    moments = []
+    for listing, counts in [
+        ("invoices", {"insert": 2, "update": 3, "delete": 2}),
+        ("payments", {"insert": 1, "update": 2, "delete": 1}),
+        ("subscriptions", {"insert": 1, "update": 2, "delete": 1}),
+        ("credit_notes", {"insert": 1, "update": 1, "delete": 1}),
+        ("customers", {"insert": 1, "update": 2, "delete": 1}),  # and its contacts
+        ("contacts", {"insert": 2, "update": 2, "delete": 1}),
+    ]:
+        account.mutate(listing, **counts)
+        moments.append((latest_moment(account), expected_rows(account, objects)))
+    return moments
+
+
+def versions_backfilled(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    return {
+        m.asset_key.path[-1]: m.metadata["invoiced/versions_backfilled"].value
+        for m in result.asset_materializations_for_node("invoiced_tables")
+        if "invoiced/versions_backfilled" in m.metadata
+    }
+
+
+@pytest.mark.parametrize("when", ["first sync", "later sync"])
 def test_a_backfill_builds_the_versions_before_the_first_sync_from_the_events(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, when: str
 ) -> None:
-    """Rounds of changes before the first sync; that sync, with `history_backfill`, holds the
-    account as it was at each change's moment (every record with events, every field); a second
-    backfill adds nothing."""
+    """Rounds of changes before the first sync; a backfill on that sync, or on a later one after
+    more changes, holds the account as it was at each change's moment before the first sync
+    (every record with events, every field) and at each sync; a second backfill adds nothing."""
     path = tmp_path / "warehouse.duckdb"
     objects = [o for o in CATALOGUE if o.name in BACKFILLED]
     with EmulatorServer(scale=0.05, seed=97, api_key=API_KEY) as account:
@@ -400,26 +425,17 @@ def test_a_backfill_builds_the_versions_before_the_first_sync_from_the_events(
             INVOICED_DISABLED_OBJECTS=disabled,
         )
         moments = [(latest_moment(account), expected_rows(account, objects))]
-        for _ in range(2):
-            for listing, counts in [
-                ("invoices", {"insert": 2, "update": 3, "delete": 2}),
-                ("payments", {"insert": 1, "update": 2, "delete": 1}),
-                ("subscriptions", {"insert": 1, "update": 2, "delete": 1}),
-                ("credit_notes", {"insert": 1, "update": 1, "delete": 1}),
-                ("customers", {"insert": 1, "update": 2, "delete": 1}),  # and its contacts
-                ("contacts", {"insert": 2, "update": 2, "delete": 1}),
-            ]:
-                account.mutate(listing, **counts)
-                moments.append((latest_moment(account), expected_rows(account, objects)))
+        moments += backfill_round(account, objects) + backfill_round(account, objects)
         config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
         job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+        if when == "later sync":
+            assert_checks_passed(job.execute_in_process(instance=instance))
+            moments.append((sync_moment(account), expected_rows(account, objects)))
+            backfill_round(account, objects)  # states a sync never saw: not backfilled
         first = job.execute_in_process(instance=instance, run_config=config)
         assert_checks_passed(first)
-        backfilled = {
-            m.asset_key.path[-1]: m.metadata["invoiced/versions_backfilled"].value
-            for m in first.asset_materializations_for_node("invoiced_tables")
-            if "invoiced/versions_backfilled" in m.metadata
-        }
+        moments.append((sync_moment(account), expected_rows(account, objects)))
+        backfilled = versions_backfilled(first)
         assert backfilled["invoices_history"] > 0 and backfilled["contacts_history"] > 0
         compared = 0
         for moment, state in moments:
@@ -433,11 +449,7 @@ def test_a_backfill_builds_the_versions_before_the_first_sync_from_the_events(
         ).get("total")
         again = job.execute_in_process(instance=instance, run_config=config)
         assert_checks_passed(again)
-        assert {
-            m.metadata["invoiced/versions_backfilled"].value
-            for m in again.asset_materializations_for_node("invoiced_tables")
-            if "invoiced/versions_backfilled" in m.metadata
-        } == {0}
+        assert set(versions_backfilled(again).values()) == {0}
 
 
 def test_a_backfill_on_snowflake_builds_the_same_versions(
