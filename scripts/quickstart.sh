@@ -7,18 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scale="${1:-1}"
 
-for pins in requirements/constraints.txt requirements/build-constraints.txt; do
-  if [ ! -f "$pins" ]; then
-    echo "scripts/quickstart.sh: $pins is missing; it pins the versions to install (README," \
-      "Reproducible installs). Restore it from git, or make it anew with bash scripts/lock.sh." >&2
-    exit 1
-  fi
-done
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c requirements/constraints.txt --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c requirements/constraints.txt --build-constraint requirements/build-constraints.txt -e .
+bash scripts/install.sh
 
 log="$(mktemp)"
 .venv/bin/python -m invoiced_assets.emulator --port 0 --scale "$scale" >"$log" 2>&1 &
