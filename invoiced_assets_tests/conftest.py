@@ -1,5 +1,6 @@
 """Shared fixtures: a local Invoiced emulator on 127.0.0.1 and clients with tiny waits."""
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,18 @@ from invoiced_assets.api import InvoicedClient, InvoicedResource
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 
 API_KEY = "test-key-0123456789abcdef"
+
+
+# Where tests' temporary folders go (`tmp_path`): a RAM-backed folder where the machine has one,
+# unless PYTEST_DEBUG_TEMPROOT (pytest's own setting) or --basetemp says otherwise. Each event a
+# run logs is a committed SQLite transaction, and each DuckDB load a checkpoint: on disk, their
+# fsyncs cost a sync of a few hundred events seconds; in RAM, nothing. Same files, same storage.
+RAM_FOLDER = Path("/dev/shm")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if RAM_FOLDER.is_dir() and os.access(RAM_FOLDER, os.W_OK | os.X_OK):
+        os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(RAM_FOLDER))
 
 
 def fast_resource(base_url: str, **overrides: object) -> InvoicedResource:

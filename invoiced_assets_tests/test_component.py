@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -62,33 +64,67 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def dg_command(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run `dg` of this environment in `project`, as a user with it activated does."""
+@dataclass
+class Dg:
+    """One `dg` command, started. Its output goes to files, so that it never waits on a full
+    pipe while another command is awaited."""
+
+    args: tuple[str, ...]
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def finish(self) -> str:
+        """Wait for the command; assert it succeeded and return its output."""
+        try:
+            self.process.wait(timeout=300)
+        finally:
+            self.stop()
+        stdout, stderr = self.stdout.read_text(), self.stderr.read_text()
+        command = " ".join(self.args)
+        assert self.process.returncode == 0, f"dg {command} failed:\n{stdout}\n{stderr}"
+        return stdout
+
+    def stop(self) -> None:
+        """Stop the command if it is still going (after a failure elsewhere)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_dg(project: Path, *args: str, env: dict[str, str] | None = None) -> Dg:
+    """Start `dg` of this environment in `project`, as a user with it activated does."""
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("INVOICED_", "DAGSTER_"))},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": sys.prefix,
         **(env or {}),
     }
-    done = subprocess.run(
-        [str(BIN / "dg"), *args],
-        cwd=project,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"dg {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    logs = Path(tempfile.mkdtemp(prefix="dg-", dir=project.parent))
+    with (logs / "stdout").open("wb") as stdout, (logs / "stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "dg"), *args], cwd=project, env=environment, stdout=stdout, stderr=stderr
+        )
+    return Dg(args, process, logs / "stdout", logs / "stderr")
+
+
+def dg_command(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `dg` in `project` (see `start_dg`) and return its output."""
+    return start_dg(project, *args, env=env).finish()
 
 
 def test_a_dg_project_scaffolds_checks_lists_and_materializes_the_component(
     tmp_path: Path,
 ) -> None:
     project = make_project(tmp_path / "acme")
-    assert "invoiced_assets.InvoicedComponent" in dg_command(project, "list", "components")
-    dg_command(project, "scaffold", "defs", "invoiced_assets.InvoicedComponent", "invoiced")
+    # Commands that neither read nor write what the other writes run side by side (each `dg`
+    # mostly imports Python, one core each); every one must succeed.
+    listing = start_dg(project, "list", "components")
+    try:
+        dg_command(project, "scaffold", "defs", "invoiced_assets.InvoicedComponent", "invoiced")
+        assert "invoiced_assets.InvoicedComponent" in listing.finish()
+    finally:
+        listing.stop()
     defs_yaml = project / "acme_data" / "defs" / "invoiced" / "defs.yaml"
     scaffolded = yaml.safe_load(defs_yaml.read_text())
     assert scaffolded["type"] == "invoiced_assets.InvoicedComponent"
@@ -107,16 +143,6 @@ def test_a_dg_project_scaffolds_checks_lists_and_materializes_the_component(
         "sync_frequency_hours": 6,
     }
     defs_yaml.write_text(yaml.safe_dump({"type": scaffolded["type"], "attributes": attributes}))
-    dg_command(project, "check", "defs")
-    listed = json.loads(dg_command(project, "list", "defs", "--json"))
-    keys = {asset["asset_key"] for asset in listed["assets"]}
-    invoice_tables = ["invoices", "invoice_line_items", "invoice_discounts", "invoice_taxes"]
-    assert keys == {f"acme/invoiced/{table}" for table in ["customers", *invoice_tables]}
-    assert {job["name"] for job in listed["jobs"]} == {"invoiced_sync", "invoiced_full_reload"}
-    assert [s["name"] for s in listed["schedules"]] == ["invoiced_sync_schedule"]
-    assert [s["name"] for s in listed["sensors"]] == ["invoiced_events_sensor"]
-    assert any(c["key"].startswith("acme/invoiced/invoices:") for c in listed["asset_checks"])
-
     with EmulatorServer(scale=0.2, seed=81, api_key=API_KEY) as account:
         env = {
             "INVOICED_API_KEY": API_KEY,
@@ -124,8 +150,26 @@ def test_a_dg_project_scaffolds_checks_lists_and_materializes_the_component(
             "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         }
         (tmp_path / "dagster_home").mkdir()
-        dg_command(project, "launch", "--job", "invoiced_sync", env=env)
+        # Checking and listing only load the definitions: they run beside the launch.
+        commands = [
+            start_dg(project, "check", "defs"),
+            start_dg(project, "list", "defs", "--json"),
+            start_dg(project, "launch", "--job", "invoiced_sync", env=env),
+        ]
+        try:
+            _, listed_json, _ = [command.finish() for command in commands]
+        finally:
+            for command in commands:
+                command.stop()
         truth = account.truth()
+    listed = json.loads(listed_json)
+    keys = {asset["asset_key"] for asset in listed["assets"]}
+    invoice_tables = ["invoices", "invoice_line_items", "invoice_discounts", "invoice_taxes"]
+    assert keys == {f"acme/invoiced/{table}" for table in ["customers", *invoice_tables]}
+    assert {job["name"] for job in listed["jobs"]} == {"invoiced_sync", "invoiced_full_reload"}
+    assert [s["name"] for s in listed["schedules"]] == ["invoiced_sync_schedule"]
+    assert [s["name"] for s in listed["sensors"]] == ["invoiced_events_sensor"]
+    assert any(c["key"].startswith("acme/invoiced/invoices:") for c in listed["asset_checks"])
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         counts = {
             table: connection.execute(f"select count(*) from invoiced.{table}").fetchall()[0][0]

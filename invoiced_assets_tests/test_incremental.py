@@ -92,7 +92,9 @@ def test_incremental_rounds_equal_truth_and_a_full_load(
     assert_matches_truth(account, tmp_path / "incremental.duckdb")
 
     deleted: dict[str, set[int]] = {"customers": set(), "invoices": set()}
-    for round_number in range(3):
+    # Two rounds: the second continues from the cursors the first left, and each inserts,
+    # updates and deletes in every listing.
+    for round_number in range(2):
         for name, ids in change_everything(account, round_number).items():
             deleted[name] |= set(ids)
         # Each round deletes customers and invoices that had such rows.

@@ -9,6 +9,7 @@ metadata.
 """
 
 import dataclasses
+import functools
 import os
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import duckdb
 import pytest
 import requests
 
-from invoiced_assets import catalogue
+from invoiced_assets import catalogue, component
 from invoiced_assets.api import ListingStats
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.extract import listings
@@ -39,13 +40,24 @@ def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulato
         yield server
 
 
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The definitions' API resource backs off for milliseconds between retries (as
+    `fast_resource` does), not the default half second and up: the same requests are retried,
+    counted and logged, only sooner."""
+    resource = functools.partial(
+        component.InvoicedResource, backoff_initial_seconds=0.001, backoff_max_seconds=0.01
+    )
+    monkeypatch.setattr(component, "InvoicedResource", resource)
+
+
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
     return {
         m.asset_key.path[-1]: m for m in result.asset_materializations_for_node("invoiced_tables")
     }
 
 
-def test_materialization_metadata(account: EmulatorServer) -> None:
+def test_materialization_metadata(account: EmulatorServer, quick_retries: None) -> None:
     account.set_faults(FaultConfig(fault_rate=0.2, retry_after_seconds=0, fault_seed=3))
     result = run_sync()
     assert result.success
@@ -62,7 +74,7 @@ def test_materialization_metadata(account: EmulatorServer) -> None:
 
 
 def test_key_never_reaches_events_or_logs(
-    account: EmulatorServer, caplog: pytest.LogCaptureFixture
+    account: EmulatorServer, quick_retries: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     account.set_faults(FaultConfig(fault_rate=0.3, retry_after_seconds=0, fault_seed=9))
     with dg.instance_for_test() as instance:
@@ -134,58 +146,61 @@ def test_the_ui_shows_everything(account: EmulatorServer, tmp_path: Path) -> Non
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    bin_dir = Path(sys.executable).parent
-    executed = subprocess.run(
-        [str(bin_dir / "dagster"), "job", "execute", "-m", "invoiced_assets", "-j", "invoiced_sync"],
-        env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
-    assert executed.returncode == 0, executed.stderr[-2000:]
     port = free_port()
-    server = subprocess.Popen(
-        [str(bin_dir / "dagster-webserver"), "-m", "invoiced_assets", "-h", "127.0.0.1",
-         "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "the webserver did not start"
-                time.sleep(0.3)
-        data = graphql(
-            port,
-            "{ assetNodes { assetKey { path } groupName"
-            " assetChecksOrError { ... on AssetChecks { checks { name } } } }"
-            " repositoriesOrError { ... on RepositoryConnection { nodes {"
-            " jobs { name } schedules { name scheduleState { status } } } } } }",
-        )
-        nodes = {tuple(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-        assert ("invoiced", "invoice_line_items") in nodes and len(nodes) == 28
-        groups = {n["groupName"] for n in nodes.values()}
-        assert groups == {"billing", "catalog", "collections", "customers", "activity"}
-        check_names = {
-            c["name"] for c in nodes[("invoiced", "invoices")]["assetChecksOrError"]["checks"]
-        }
-        assert {"primary_key_unique_not_null", "row_count_matches_api"} <= check_names
-        (repository,) = data["repositoriesOrError"]["nodes"]
-        assert "invoiced_sync" in {j["name"] for j in repository["jobs"]}
-        (schedule,) = repository["schedules"]
-        assert schedule["name"] == "invoiced_sync_schedule"
-        assert schedule["scheduleState"]["status"] == "RUNNING"
-        asset = graphql(
-            port,
-            '{ assetOrError(assetKey: {path: ["invoiced", "invoices"]}) { ... on Asset {'
-            " assetMaterializations(limit: 1) { metadataEntries { label } } } } }",
-        )
-        (latest,) = asset["assetOrError"]["assetMaterializations"]
-        labels = {entry["label"] for entry in latest["metadataEntries"]}
-        assert labels >= EXPECTED_METADATA
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    # The instance's storage is made before the webserver reads it; a sync then runs on it, in
+    # process (`test_sync_job` runs `dagster job execute`), while the webserver starts.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-m", "invoiced_assets",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert run_sync(instance=instance).success
+            assert_the_ui_shows_everything(port, server)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def assert_the_ui_shows_everything(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert server.poll() is None, "the webserver exited"
+            assert time.monotonic() < deadline, "the webserver did not start"
+            time.sleep(0.3)
+    data = graphql(
+        port,
+        "{ assetNodes { assetKey { path } groupName"
+        " assetChecksOrError { ... on AssetChecks { checks { name } } } }"
+        " repositoriesOrError { ... on RepositoryConnection { nodes {"
+        " jobs { name } schedules { name scheduleState { status } } } } } }",
+    )
+    nodes = {tuple(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    assert ("invoiced", "invoice_line_items") in nodes and len(nodes) == 28
+    groups = {n["groupName"] for n in nodes.values()}
+    assert groups == {"billing", "catalog", "collections", "customers", "activity"}
+    check_names = {
+        c["name"] for c in nodes[("invoiced", "invoices")]["assetChecksOrError"]["checks"]
+    }
+    assert {"primary_key_unique_not_null", "row_count_matches_api"} <= check_names
+    (repository,) = data["repositoriesOrError"]["nodes"]
+    assert "invoiced_sync" in {j["name"] for j in repository["jobs"]}
+    (schedule,) = repository["schedules"]
+    assert schedule["name"] == "invoiced_sync_schedule"
+    assert schedule["scheduleState"]["status"] == "RUNNING"
+    asset = graphql(
+        port,
+        '{ assetOrError(assetKey: {path: ["invoiced", "invoices"]}) { ... on Asset {'
+        " assetMaterializations(limit: 1) { metadataEntries { label } } } } }",
+    )
+    (latest,) = asset["assetOrError"]["assetMaterializations"]
+    labels = {entry["label"] for entry in latest["metadataEntries"]}
+    assert labels >= EXPECTED_METADATA
 
 
 def test_step_retries_only_when_something_was_transient() -> None:
