@@ -15,6 +15,7 @@ contacts), with a sync after each round, full and incremental, on DuckDB and on 
 import gc
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -271,13 +272,14 @@ def test_history_settings_are_checked() -> None:
     assert "invoices_history" not in tables
 
 
-def test_history_on_snowflake_follows_the_account(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
-) -> None:
-    """The same SQL on Snowflake (fakesnow): versions valid at each sync are the records then."""
+@contextmanager
+def snowflake_account(
+    monkeypatch: pytest.MonkeyPatch, scale: float, seed: int
+) -> Iterator[EmulatorServer]:
+    """An emulator synced to Snowflake (fakesnow), its invoices versioned."""
     import fakesnow
 
-    from .test_snowflake import ENVIRONMENT, UNSET, query
+    from .test_snowflake import ENVIRONMENT, UNSET
 
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
@@ -285,7 +287,7 @@ def test_history_on_snowflake_follows_the_account(
         monkeypatch.delenv(name, raising=False)
     with (
         fakesnow.patch(create_schema_on_connect=False),
-        EmulatorServer(scale=0.1, seed=93, api_key=API_KEY) as account,
+        EmulatorServer(scale=scale, seed=seed, api_key=API_KEY) as account,
     ):
         disabled = ",".join(o.name for o in CATALOGUE if o.name not in ("customers", "invoices"))
         use_emulator(
@@ -295,6 +297,36 @@ def test_history_on_snowflake_follows_the_account(
             INVOICED_HISTORY="invoices",
             INVOICED_DISABLED_OBJECTS=disabled,
         )
+        yield account
+
+
+def assert_invoices_as_of_on_snowflake(moments: list[tuple[int, dict]]) -> None:
+    """At each moment, the invoices and line items valid then are the account's."""
+    from .test_snowflake import query
+
+    for moment, state in moments:
+        at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        valid = f"valid_from <= '{at}' and (valid_to is null or valid_to > '{at}')"
+        invoices = query(
+            f"select id, date_part(epoch_second, updated_at), total"
+            f" from invoiced.invoices_history where {valid}"
+        )
+        assert {(r[0],): (int(r[1]), float(r[2])) for r in invoices} == {
+            k: (v["updated_at"], float(v["total"])) for k, v in state["invoices"].items()
+        }
+        items = query(
+            f"select invoice_id, position from invoiced.invoice_line_items_history where {valid}"
+        )
+        assert {tuple(r) for r in items} == set(state["invoice_line_items"])
+
+
+def test_history_on_snowflake_follows_the_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+) -> None:
+    """The same SQL on Snowflake (fakesnow): versions valid at each sync are the records then."""
+    from .test_snowflake import query
+
+    with snowflake_account(monkeypatch, scale=0.1, seed=93) as account:
         assert_checks_passed(sync(instance))
         moments = [(sync_moment(account), snapshot(account))]
         for mode in ("full", "incremental"):
@@ -304,21 +336,7 @@ def test_history_on_snowflake_follows_the_account(
         assert int(query("select count(*) from invoiced.invoices_history")[0][0]) > len(
             moments[-1][1]["invoices"]
         )
-        for moment, state in moments:
-            at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            valid = f"valid_from <= '{at}' and (valid_to is null or valid_to > '{at}')"
-            invoices = query(
-                f"select id, date_part(epoch_second, updated_at), total"
-                f" from invoiced.invoices_history where {valid}"
-            )
-            assert {(r[0],): (int(r[1]), float(r[2])) for r in invoices} == {
-                k: (v["updated_at"], float(v["total"])) for k, v in state["invoices"].items()
-            }
-            items = query(
-                f"select invoice_id, position from invoiced.invoice_line_items_history"
-                f" where {valid}"
-            )
-            assert {tuple(r) for r in items} == set(state["invoice_line_items"])
+        assert_invoices_as_of_on_snowflake(moments)
 
 
 @pytest.fixture
@@ -457,26 +475,7 @@ def test_a_backfill_on_snowflake_builds_the_same_versions(
 ) -> None:
     """The backfill's SQL on Snowflake (fakesnow): the invoices and line items valid at each
     change's moment before the first sync are the account's then."""
-    import fakesnow
-
-    from .test_snowflake import ENVIRONMENT, UNSET, query
-
-    for name, value in ENVIRONMENT.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET:
-        monkeypatch.delenv(name, raising=False)
-    with (
-        fakesnow.patch(create_schema_on_connect=False),
-        EmulatorServer(scale=0.05, seed=99, api_key=API_KEY) as account,
-    ):
-        disabled = ",".join(o.name for o in CATALOGUE if o.name not in ("customers", "invoices"))
-        use_emulator(
-            monkeypatch,
-            account,
-            INVOICED_DESTINATION="snowflake",
-            INVOICED_HISTORY="invoices",
-            INVOICED_DISABLED_OBJECTS=disabled,
-        )
+    with snowflake_account(monkeypatch, scale=0.05, seed=99) as account:
         moments = [(latest_moment(account), snapshot(account))]
         for _ in range(2):
             account.mutate("invoices", insert=2, update=3, delete=2)
@@ -484,18 +483,4 @@ def test_a_backfill_on_snowflake_builds_the_same_versions(
         config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
         job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
         assert_checks_passed(job.execute_in_process(instance=instance, run_config=config))
-        for moment, state in moments:
-            at = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            valid = f"valid_from <= '{at}' and (valid_to is null or valid_to > '{at}')"
-            invoices = query(
-                f"select id, date_part(epoch_second, updated_at), total"
-                f" from invoiced.invoices_history where {valid}"
-            )
-            assert {(r[0],): (int(r[1]), float(r[2])) for r in invoices} == {
-                k: (v["updated_at"], float(v["total"])) for k, v in state["invoices"].items()
-            }
-            items = query(
-                f"select invoice_id, position from invoiced.invoice_line_items_history"
-                f" where {valid}"
-            )
-            assert {tuple(r) for r in items} == set(state["invoice_line_items"])
+        assert_invoices_as_of_on_snowflake(moments)
