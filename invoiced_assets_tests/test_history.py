@@ -484,3 +484,21 @@ def test_a_backfill_on_snowflake_builds_the_same_versions(
         job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
         assert_checks_passed(job.execute_in_process(instance=instance, run_config=config))
         assert_invoices_as_of_on_snowflake(moments)
+
+
+def test_deletion_times_of_any_number_of_records_are_one_relation() -> None:
+    """More deletions than one VALUES list takes on Snowflake (16,384 rows): several lists, the
+    latest time per record, only the objects asked for."""
+    from invoiced_assets.destinations.duckdb_destination import DuckDBDialect
+    from invoiced_assets.destinations.history import DeletionTime, deletion_times_relation
+
+    times = [DeletionTime("invoices", str(i), 1_700_000_000 + i) for i in range(25_000)]
+    times += [DeletionTime("invoices", "5", 1_800_000_000), DeletionTime("payments", "1", 1)]
+    relation = deletion_times_relation(DuckDBDialect("invoiced"), times, ["invoices"])
+    assert relation.count("VALUES") == 3
+    with duckdb.connect() as connection:
+        found = connection.execute(
+            f"select count(*), count(distinct d_object),"
+            f" max(epoch(d_at)) filter (where d_record = '5') from ({relation})"
+        ).fetchone()
+    assert found == (25_000, 1, 1_800_000_000)

@@ -174,6 +174,9 @@ def first_after(previous: str, candidates: Sequence[str], now: str) -> str:
     return f"CASE {whens} ELSE {previous} + INTERVAL '1 second' END"
 
 
+VALUES_ROWS = 10_000
+
+
 def deletion_times_relation(
     dialect: HistoryDialect, times: Sequence[DeletionTime], objects: Sequence[str]
 ) -> str:
@@ -192,10 +195,17 @@ def deletion_times_relation(
             f"SELECT CAST(NULL AS {text}) AS d_object, CAST(NULL AS {text}) AS d_record,"
             f" CAST(NULL AS {ts}) AS d_at WHERE 1 = 0"
         )
+    # Snowflake takes at most 16,384 rows in one VALUES list.
+    lists = [
+        "SELECT * FROM (VALUES "
+        + ", ".join(rows[start : start + VALUES_ROWS])
+        + ") AS v (d_object, d_record, d_at)"
+        for start in range(0, len(rows), VALUES_ROWS)
+    ]
     return (
-        "SELECT d_object, d_record, MAX(d_at) AS d_at FROM (VALUES "
-        + ", ".join(rows)
-        + ") AS d (d_object, d_record, d_at) GROUP BY d_object, d_record"
+        "SELECT d_object, d_record, MAX(d_at) AS d_at FROM ("
+        + " UNION ALL ".join(lists)
+        + ") d GROUP BY d_object, d_record"
     )
 
 
