@@ -9,7 +9,10 @@ contacts), with a sync after each round, full and incremental, on DuckDB and on 
 - the history checks pass, a sync of an unchanged account opens no version, and the history
   tables are published with their tables: a failed check (a lost current version, found by the
   count of current versions; a second current version of a record the run changed) publishes
-  neither the table nor its history.
+  neither the table nor its history;
+- a backfill from the events log (on the first sync, or a later one) holds every object with
+  events as it was at each change's moment before the first sync, every field, on DuckDB and on
+  fakesnow, and a second backfill adds nothing.
 """
 
 import gc
@@ -397,7 +400,10 @@ def test_a_failed_history_check_publishes_nothing_of_the_object(
     assert after == before  # the changed invoice is not published, its history not versioned
 
 
-BACKFILLED = ["customers", "contacts", "invoices", "payments", "subscriptions", "credit_notes"]
+BACKFILLED = [
+    "customers", "contacts", "payment_sources", "notes", "tasks", "invoices", "payments",
+    "subscriptions", "credit_notes", "credit_balance_adjustments",
+]  # fmt: skip
 
 
 def backfill_round(account: EmulatorServer, objects: list) -> list[tuple[int, dict]]:
@@ -410,6 +416,10 @@ def backfill_round(account: EmulatorServer, objects: list) -> list[tuple[int, di
         ("credit_notes", {"insert": 1, "update": 1, "delete": 1}),
         ("customers", {"insert": 1, "update": 2, "delete": 1}),  # and its contacts
         ("contacts", {"insert": 2, "update": 2, "delete": 1}),
+        ("payment_sources", {"insert": 1, "update": 2, "delete": 1}),
+        ("notes", {"insert": 1, "update": 1, "delete": 1}),
+        ("tasks", {"insert": 1, "update": 1, "delete": 1}),
+        ("credit_balance_adjustments", {"insert": 1, "update": 1, "delete": 1}),
     ]:
         account.mutate(listing, **counts)
         moments.append((latest_moment(account), expected_rows(account, objects)))
