@@ -252,11 +252,55 @@ def test_an_unchanged_account_opens_no_version(
     again = versions_opened(sync(instance))
     assert set(again.values()) == {0}, again
     account.mutate("invoices", update=2)
-    changed = versions_opened(sync(instance, "incremental"))
+    incremental = sync(instance, "incremental")
+    changed = versions_opened(incremental)
     assert changed["invoices_history"] == 2
+    assert compared(incremental)["invoices_history"] == "records changed"
     assert {t: n for t, n in changed.items() if not t.startswith("invoice")} == dict.fromkeys(
         [t for t in changed if not t.startswith("invoice")], 0
     )
+
+
+def compared(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Each history table's `invoiced/history_compared`: every record, or those changed."""
+    return {
+        m.asset_key.path[-1]: m.metadata["invoiced/history_compared"].value
+        for m in result.asset_materializations_for_node("invoiced_tables")
+        if "invoiced/history_compared" in m.metadata
+    }
+
+
+@pytest.mark.parametrize("gap", ["switched on later", "switched off for a while"])
+def test_history_not_kept_by_every_publish_is_compared_in_full(
+    invoices_only: EmulatorServer,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gap: str,
+) -> None:
+    """An incremental run versions only the records it changed, unless the history table missed
+    publishes of its table: then every record is compared, and the versions are right again."""
+    path = tmp_path / "warehouse.duckdb"
+    if gap == "switched on later":
+        monkeypatch.setenv("INVOICED_HISTORY", "")
+        sync(instance)
+    else:
+        sync(instance)
+        monkeypatch.setenv("INVOICED_HISTORY", "")
+        for _ in range(2):
+            invoices_only.mutate("invoices", insert=1, update=3, delete=1)
+            sync(instance, "incremental")
+    monkeypatch.setenv("INVOICED_HISTORY", "invoices")
+    invoices_only.mutate("invoices", update=2)
+    result = sync(instance, "incremental")
+    assert_checks_passed(result)
+    assert compared(result)["invoices_history"] == "every record"
+    state = expected_rows(invoices_only, [o for o in CATALOGUE if o.name == "invoices"])
+    moment = sync_moment(invoices_only)
+    for table in state:
+        assert_as_of(path, table, moment, state[table])
+    invoices_only.mutate("invoices", update=2)
+    assert compared(sync(instance, "incremental"))["invoices_history"] == "records changed"
 
 
 def test_history_settings_are_checked() -> None:
@@ -334,8 +378,10 @@ def test_history_on_snowflake_follows_the_account(
         moments = [(sync_moment(account), snapshot(account))]
         for mode in ("full", "incremental"):
             account.mutate("invoices", insert=2, update=3, delete=2)
-            assert_checks_passed(sync(instance, mode))
+            result = sync(instance, mode)
+            assert_checks_passed(result)
             moments.append((sync_moment(account), snapshot(account)))
+        assert compared(result)["invoices_history"] == "records changed"
         assert int(query("select count(*) from invoiced.invoices_history")[0][0]) > len(
             moments[-1][1]["invoices"]
         )

@@ -69,6 +69,9 @@ class StagedObject:
     history: tuple[HistorySpec, ...] = ()
     deletion_times: tuple[DeletionTime, ...] = ()
     synced_at: int = 0
+    # The versioned tables whose history table was published with their table's last publish:
+    # an incremental merge may version only the records it touched (see `history`).
+    history_followed: frozenset[str] = frozenset()
     # A backfill run's states from the events log (see `backfill`): versions before the first.
     snapshots: Snapshots | None = None
 

@@ -82,6 +82,17 @@ def publish_object(
             for name, table in staged.tables.items()
         }
         history_tables = _history_table_statements(destination, session, staged, plans)
+        # Versioned in full: a history table that is new, or whose columns differ from its
+        # table's (widened since, in a publish that did not version it).
+        in_full = {
+            spec.name
+            for spec in staged.history
+            if destination.published_columns(session, spec.name)
+            != {
+                **_published_types(plans, spec.table),
+                **history.META_COLUMNS,
+            }
+        }
         history_comments = _history_comments(destination, session, staged, plans)
         try:
             if not dialect.transactional_ddl:
@@ -99,7 +110,7 @@ def publish_object(
                     for statement in history_tables:
                         run(statement)
                 published = _publish_rows(destination, session, staged, plans, run)
-                published |= _version(destination, session, staged, plans, run)
+                published |= _version(destination, session, staged, plans, run, in_full)
                 if dialect.transactional_ddl:
                     for statement in history_comments:
                         run(statement)
@@ -194,10 +205,13 @@ def _history_table_statements(
 def _merge_scope(
     dialect: Any, staged: StagedObject, plans: dict[str, PublishStatements], spec: HistorySpec
 ) -> history.Scope | None:
-    """The rows an incremental merge may have changed (None: a full load, or a merge that
-    widened a column, whose values' text, and so every record's hash, changed with it)."""
+    """The rows an incremental merge may have changed (None, every row: a full load; a merge that
+    widened a column, whose values' text, and so every record's hash, changed with it; a table
+    whose history was not published with its last publish)."""
     table = staged.tables[spec.table]
     if table.merge is None or table.merge.append_after or plans[spec.table].plan.widened:
+        return None
+    if spec.table not in staged.history_followed:
         return None
     link = spec.parent[2] if spec.parent is not None else spec.key[0]
     return lambda alias: merged_rows_filter(dialect, table, link, alias)
@@ -234,17 +248,22 @@ def _version(
     staged: StagedObject,
     plans: dict[str, PublishStatements],
     run: Callable[[str], int],
+    in_full: set[str],
 ) -> dict[str, PublishedTable]:
     """Inside the publishing transaction, once every table has its rows: the history tables'
     new and closed versions (and a backfill's earlier ones), audited before the transaction
-    commits."""
+    commits. The history tables in `in_full` compare every record."""
     dialect = destination.dialect
     details: dict[str, dict[str, Any]] = {}
     scopes = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
         # A backfill adds versions to records the merge did not touch: check them all.
-        scope = None if staged.snapshots else _merge_scope(dialect, staged, plans, spec)
+        scope = (
+            None
+            if staged.snapshots or spec.name in in_full
+            else _merge_scope(dialect, staged, plans, spec)
+        )
         scopes[spec.name] = scope
         opened, closed = history.maintenance_statements(
             dialect, spec, columns, staged.deletion_times, staged.synced_at, scope
@@ -252,6 +271,7 @@ def _version(
         details[spec.name] = {
             "invoiced/versions_opened": run(opened),
             "invoiced/versions_closed": run(closed),
+            "invoiced/history_compared": "every record" if scope is None else "records changed",
         }
     if staged.snapshots is not None:
         for spec in backfill.ordered_for_backfill(staged.history):

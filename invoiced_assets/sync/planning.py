@@ -25,6 +25,7 @@ class TableHistory:
     rows: int | None
     api_total_count: int | None
     state: SyncState
+    run_id: str | None = None  # the run that materialized it
 
     @classmethod
     def of(cls, event: Any) -> "TableHistory":
@@ -40,6 +41,7 @@ class TableHistory:
             number("dagster/row_count"),
             number("api_total_count"),
             SyncState.from_metadata(metadata),
+            event.run_id if materialization else None,
         )
 
 

@@ -87,6 +87,7 @@ class SyncStep:
         keys = {t.table: t.key for t in tables.values()}
         wanted = set(self.tables) | {table for table, _ in self.selected_checks}
         self.history = table_histories(context.instance, {n: keys[n] for n in wanted})
+        self.history_followed = self._history_followed(context.instance, keys)
         self.now = now()
         self.auditor = Auditor(
             destination,
@@ -178,6 +179,22 @@ class SyncStep:
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
 
+    def _history_followed(
+        self, instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey]
+    ) -> frozenset[str]:
+        """The versioned tables whose history table was published by the same run as their
+        table's last publish (not so: history switched on since, or off for a while)."""
+        names = [n for n in self.tables if self._versioned(n)]
+        versions = table_histories(
+            instance, {history_table(n): keys[history_table(n)] for n in names}
+        )
+        return frozenset(
+            n
+            for n in names
+            if self.history[n].run_id is not None
+            and versions[history_table(n)].run_id == self.history[n].run_id
+        )
+
     def _versioned(self, name: str) -> bool:
         return history_table(name) in self.all_tables
 
@@ -243,6 +260,7 @@ class SyncStep:
                 history=tuple(t.history_spec() for t in versioned),
                 deletion_times=deletion_times(self.deletions.deleted_at if self.deletions else {}),
                 synced_at=int(self.now),
+                history_followed=self.history_followed,
                 snapshots=self._staged_snapshots(extraction.obj.name) if versioned else None,
             )
         )
