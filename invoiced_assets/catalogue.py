@@ -121,6 +121,9 @@ class InvoicedObject:
     date_field: str | None = None
     # The object's name in event types (`<event_object>.deleted`); None: emits no events.
     event_object: str | None = None
+    # The `type`s an event's `data.object` may have to be one of this object's (empty: any; a
+    # subject without a `type` is one): other records share the event name.
+    event_types: frozenset[str] = frozenset()
     # Accepts `updated_after`, so an incremental sync can list only what changed.
     incremental: bool = True
     # The asset group the object's tables are shown in.
@@ -554,6 +557,9 @@ CREDIT_BALANCE_ADJUSTMENTS = InvoicedObject(
         """
     ),
     event_object="transaction",  # its events are named transaction.*
+    # The service names every transaction outside a payment `transaction.*`: refunds, charges
+    # and payments too, whose `type` says so (chriscouch/invoiced-mcp, TransactionTest).
+    event_types=frozenset({"adjustment"}),
 )
 
 _ARCHIVED_TOO = (MappingProxyType({}), MappingProxyType({"archived": "1"}))

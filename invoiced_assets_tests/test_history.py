@@ -558,3 +558,25 @@ def test_deletion_times_of_any_number_of_records_are_one_relation() -> None:
             f" max(epoch(d_at)) filter (where d_record = '5') from ({relation})"
         ).fetchone()
     assert found == (25_000, 1, 1_800_000_000)
+
+
+def test_a_refund_named_transaction_is_no_credit_balance_adjustment() -> None:
+    """The service names refunds, charges and payments outside payments `transaction.*` too:
+    only an adjustment's (or a subject without a `type`) is a credit balance adjustment's event,
+    so no backfill or deletion takes a refund for one."""
+    from invoiced_assets.extract.incremental import event_subject
+
+    def event(subject: dict) -> dict:
+        return {"id": 1, "type": "transaction.deleted", "data": {"object": subject}}
+
+    refund = event({"id": 9, "object": "transaction", "type": "refund", "amount": 5})
+    assert event_subject(refund)[0] is None
+    for adjustment in (
+        {"id": 9, "type": "adjustment"},
+        {"id": 9, "object": "credit_balance_adjustment"},
+    ):
+        obj, action, subject = event_subject(event(adjustment))
+        assert obj is not None and obj.name == "credit_balance_adjustments"
+        assert (action, subject["id"]) == ("deleted", 9)
+    invoice = {"id": 3, "type": "invoice.paid", "data": {"object": {"id": 3, "status": "paid"}}}
+    assert event_subject(invoice)[0].name == "invoices"  # type: ignore[union-attr]

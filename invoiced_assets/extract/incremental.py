@@ -106,6 +106,20 @@ class Deletions:
         return self.touched_customers.get(obj.name, set())
 
 
+def event_subject(event: Mapping[str, Any]) -> tuple[InvoicedObject | None, str, Mapping[str, Any]]:
+    """The object an event is about (None: none this project copies), its action (`deleted`,
+    ...) and its `data.object`."""
+    object_type, _, action = str(event.get("type", "")).rpartition(".")
+    obj = EVENT_OBJECTS.get(object_type)
+    subject = (event.get("data") or {}).get("object")
+    if not isinstance(subject, Mapping):
+        subject = {}
+    kind = subject.get("type")
+    if obj is not None and obj.event_types and kind is not None and kind not in obj.event_types:
+        obj = None  # e.g. a refund's `transaction.created`: not a credit balance adjustment
+    return obj, action, subject
+
+
 def newest_event_id(client: InvoicedClient) -> int:
     """The id of the newest event (0 when there is none): where the next deletions start."""
     page = client.get("/events", {"per_page": 1}).body
@@ -122,11 +136,9 @@ def read_deletions(client: InvoicedClient, since_event_id: int) -> Deletions:
             if event_id <= since_event_id:
                 return deletions
             deletions.newest_event_id = max(deletions.newest_event_id, event_id)
-            object_type, _, action = str(event.get("type", "")).rpartition(".")
-            obj = EVENT_OBJECTS.get(object_type)
+            obj, action, subject = event_subject(event)
             if obj is None:
                 continue
-            subject = (event.get("data") or {}).get("object") or {}
             if action == "deleted" and subject.get("id") is not None:
                 deletions.ids.setdefault(obj.name, set()).add(subject["id"])
                 if isinstance(event.get("timestamp"), int):  # newest first: the last deletion

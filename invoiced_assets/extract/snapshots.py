@@ -18,7 +18,7 @@ from typing import Any
 
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.catalogue import FieldSpec, FieldType, InvoicedObject
-from invoiced_assets.extract.incremental import EVENT_OBJECTS
+from invoiced_assets.extract.incremental import event_subject
 from invoiced_assets.tables.batches import BatchDirectory
 from invoiced_assets.tables.shaping import ObjectShaper, ShapedTable, TableBuilder
 
@@ -116,11 +116,9 @@ def read_event_snapshots(
         by_object: dict[str, list[tuple[int, int, Any, Mapping[str, Any] | None]]] = {}
         for event in page:
             found.events += 1
-            object_type, _, action = str(event.get("type", "")).rpartition(".")
-            obj = EVENT_OBJECTS.get(object_type)
-            subject = (event.get("data") or {}).get("object")
+            obj, action, subject = event_subject(event)
             at = event.get("timestamp")
-            if obj is None or not isinstance(subject, Mapping) or not isinstance(at, int):
+            if obj is None or not isinstance(at, int):
                 continue
             record = subject.get(obj.primary_key)
             if record is None:
