@@ -580,3 +580,20 @@ def test_a_refund_named_transaction_is_no_credit_balance_adjustment() -> None:
         assert (action, subject["id"]) == ("deleted", 9)
     invoice = {"id": 3, "type": "invoice.paid", "data": {"object": {"id": 3, "status": "paid"}}}
     assert event_subject(invoice)[0].name == "invoices"  # type: ignore[union-attr]
+
+
+def test_a_line_items_backfill_waits_for_its_invoices(
+    invoices_only: EmulatorServer, instance: dg.DagsterInstance
+) -> None:
+    """A child's history selected without its parent's is synced, but its backfill is skipped
+    and says why: its cut-off is its parent's first version."""
+    config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
+    job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+    result = job.execute_in_process(
+        instance=instance,
+        run_config=config,
+        asset_selection=[dg.AssetKey(["invoiced", "invoice_line_items_history"])],
+    )
+    (items,) = result.asset_materializations_for_node("invoiced_tables")
+    assert items.metadata["invoiced/versions_backfilled"].value == 0
+    assert "invoices_history" in items.metadata["invoiced/backfill_skipped"].value

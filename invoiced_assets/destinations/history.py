@@ -138,23 +138,36 @@ def keys_equal(dialect: HistoryDialect, key: Sequence[str], left: str, right: st
     return " AND ".join(f"{left}.{dialect.column(k)} = {right}.{dialect.column(k)}" for k in key)
 
 
+def _parent_change(
+    dialect: HistoryDialect, spec: HistorySpec, parents: Sequence[str], row: str
+) -> tuple[str, str]:
+    """(joins, time): a child row's change time, its parent's `updated_at`, from the first of
+    `parents` (relations of the parent's rows: staged, then published) that has the parent."""
+    assert spec.parent is not None
+    _, parent_key, column = spec.parent
+    c = dialect.column
+    ts = dialect.sql_type(FieldType.TIMESTAMP)
+    joins = "".join(
+        f" LEFT JOIN {relation} par{i} ON par{i}.{c(parent_key)} = {row}.{c(column)}"
+        for i, relation in enumerate(parents)
+    )
+    times = ", ".join(f"CAST(par{i}.{c('updated_at')} AS {ts})" for i in range(len(parents)))
+    return joins, f"COALESCE({times})"
+
+
 def _new_rows(
     dialect: HistoryDialect,
     spec: HistorySpec,
     columns: Mapping[str, FieldType],
-    scope: Scope | None = None,
+    scope: Scope | None,
+    parents: Sequence[str],
 ) -> str:
     """The published rows (of the records in `scope`), each with its hash and change time."""
     selected = ", ".join(f"p.{dialect.column(c)}" for c in columns)
     changed = "NULL"
     join = ""
     if spec.parent is not None:
-        parent, parent_key, column = spec.parent
-        join = (
-            f" LEFT JOIN {dialect.published(parent)} par"
-            f" ON par.{dialect.column(parent_key)} = p.{dialect.column(column)}"
-        )
-        changed = f"par.{dialect.column('updated_at')}"
+        join, changed = _parent_change(dialect, spec, parents, "p")
     elif spec.changed_at is not None:
         changed = f"p.{dialect.column(spec.changed_at)}"
     ts = dialect.sql_type(FieldType.TIMESTAMP)
@@ -220,16 +233,20 @@ def maintenance_statements(
     deletion_times: Sequence[DeletionTime],
     now: int,
     scope: Scope | None = None,
+    parents: Sequence[str] = (),
 ) -> tuple[str, str]:
     """(open new versions, close replaced and deleted ones), to run in that order; for the
-    records in `scope` only (None: every record)."""
+    records in `scope` only (None: every record). `parents`: where a child row's parent is
+    found (default: the published parent table)."""
+    if spec.parent is not None and not parents:
+        parents = [dialect.published(spec.parent[0])]
     h = dialect.published(spec.name)
     c = dialect.column
     names = ", ".join(c(n) for n in columns)
     meta = ", ".join(c(n) for n in META_COLUMNS)
     now_sql = timestamp_literal(dialect, now)
     first_key = c(spec.key[0])
-    new = _new_rows(dialect, spec, columns, scope)
+    new = _new_rows(dialect, spec, columns, scope, parents)
     opened = (
         f"INSERT INTO {h} ({names}, {meta})"
         f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
@@ -252,11 +269,9 @@ def maintenance_statements(
         )
         candidates.append(f"{alias}.d_at")
     if spec.parent is not None:
-        parent, parent_key, column = spec.parent
-        joins.append(
-            f" LEFT JOIN {dialect.published(parent)} par ON par.{c(parent_key)} = cur.{c(column)}"
-        )
-        candidates.append(f"CAST(par.{c('updated_at')} AS {dialect.sql_type(FieldType.TIMESTAMP)})")
+        parent_joins, parent_time = _parent_change(dialect, spec, parents, "cur")
+        joins.append(parent_joins)
+        candidates.append(parent_time)
     gone_at = first_after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
     closing = (
         f"SELECT {', '.join(f'cur.{c(k)}' for k in spec.key)}, cur.{c(RECORD_HASH)} AS h__old,"

@@ -202,6 +202,19 @@ def _history_table_statements(
     ]
 
 
+def _parent_rows(destination: Destination, session: Any, spec: HistorySpec) -> list[str]:
+    """Where a child row's parent (its change time) is found: the parent's rows staged by this
+    read (selected or not, the parent is read with its children), then the published ones."""
+    if spec.parent is None:
+        return []
+    parent = spec.parent[0]
+    dialect = destination.dialect
+    published = (
+        [dialect.published(parent)] if destination.published_columns(session, parent) else []
+    )
+    return [dialect.staged(parent), *published]
+
+
 def _merge_scope(
     dialect: Any, staged: StagedObject, plans: dict[str, PublishStatements], spec: HistorySpec
 ) -> history.Scope | None:
@@ -266,7 +279,13 @@ def _version(
         )
         scopes[spec.name] = scope
         opened, closed = history.maintenance_statements(
-            dialect, spec, columns, staged.deletion_times, staged.synced_at, scope
+            dialect,
+            spec,
+            columns,
+            staged.deletion_times,
+            staged.synced_at,
+            scope,
+            _parent_rows(destination, session, spec),
         )
         details[spec.name] = {
             "invoiced/versions_opened": run(opened),
@@ -274,7 +293,15 @@ def _version(
             "invoiced/history_compared": "every record" if scope is None else "records changed",
         }
     if staged.snapshots is not None:
+        versioned = {spec.table for spec in staged.history}
         for spec in backfill.ordered_for_backfill(staged.history):
+            if spec.parent is not None and spec.parent[0] not in versioned:
+                # Its cut-off is its parent's first version: backfilled with it, or not at all.
+                details[spec.name]["invoiced/versions_backfilled"] = 0
+                details[spec.name]["invoiced/backfill_skipped"] = (
+                    f"backfilled only with {history.history_table(spec.parent[0])}: select both"
+                )
+                continue
             merged, inserted = backfill.backfill_statements(
                 dialect,
                 spec,
