@@ -23,11 +23,8 @@ from invoiced_assets import checks
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
-from invoiced_assets.destinations.backfill import Snapshots
 from invoiced_assets.destinations.history import (
     HISTORY_CHECKS,
-    DeletionTime,
-    check_queries,
     history_table,
 )
 from invoiced_assets.destinations.protocol import Destination
@@ -35,7 +32,6 @@ from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
 from invoiced_assets.extract.listings import Extraction, ReadPlan
 from invoiced_assets.extract.scheduling import extract_concurrently
-from invoiced_assets.extract.snapshots import EventSnapshots, read_event_snapshots
 from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
@@ -46,8 +42,9 @@ from invoiced_assets.sync.outputs import (
     output_metadata,
 )
 from invoiced_assets.sync.planning import ReadPlanner, table_histories
-from invoiced_assets.sync.staging import StagedRead, stage_read, stage_snapshots
+from invoiced_assets.sync.staging import StagedRead, stage_read
 from invoiced_assets.sync.tuning import tuned_for_sync
+from invoiced_assets.sync.versioning import Versioning, deletion_times
 from invoiced_assets.tables.batches import BatchDirectory
 
 Event = dg.Output | dg.AssetCheckResult
@@ -87,7 +84,10 @@ class SyncStep:
         keys = {t.table: t.key for t in tables.values()}
         wanted = set(self.tables) | {table for table, _ in self.selected_checks}
         self.history = table_histories(context.instance, {n: keys[n] for n in wanted})
-        self.history_followed = self._history_followed(context.instance, keys)
+        self.versioning = Versioning(
+            tables, self.tables, destination, self.selected_checks, context.log.info
+        )
+        self.history_followed = self.versioning.followed(context.instance, self.history)
         self.now = now()
         self.auditor = Auditor(
             destination,
@@ -102,7 +102,6 @@ class SyncStep:
         self.deletions: Deletions | None = None
         self.blocked: list[BlockedObject] = []
         self.backfill = run_config.history_backfill
-        self.snapshots: EventSnapshots | None = None
 
     def run(self) -> Iterator[Event]:
         ensure_sole_sync(self.context, self.key_prefix)  # before anything is read or written
@@ -139,7 +138,7 @@ class SyncStep:
         deletions, event_cursor, plans = self._read_events(plans)
         self.deletions = deletions
         if self.backfill:
-            self.snapshots = self._read_snapshots(batches)
+            self.versioning.read_snapshots(self.client, batches)
         customers_pending = CUSTOMERS.name in self.tables
         waiting_for_customers: list[str] = []
         for extraction in extract_concurrently(
@@ -170,7 +169,7 @@ class SyncStep:
 
     def _read_events(self, plans: list[ReadPlan]) -> tuple[Deletions | None, int, list[ReadPlan]]:
         cursors = {name: h.state.cursor_event_id for name, h in self.history.items()}
-        versioned = frozenset(n for n in self.tables if history_table(n) in self.all_tables)
+        versioned = frozenset(n for n in self.tables if self.versioning.versioned(n))
         try:
             return events_for_plans(self.client, plans, cursors, versioned)
         except InvoicedError as exc:
@@ -178,58 +177,6 @@ class SyncStep:
                 description=f"Reading /events failed: {exc} No table was changed.",
                 allow_retries=isinstance(exc, TRANSIENT_ERRORS),
             ) from None
-
-    def _history_followed(
-        self, instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey]
-    ) -> frozenset[str]:
-        """The versioned tables whose history table was published by the same run as their
-        table's last publish (not so: history switched on since, or off for a while)."""
-        names = [n for n in self.tables if self._versioned(n)]
-        versions = table_histories(
-            instance, {history_table(n): keys[history_table(n)] for n in names}
-        )
-        return frozenset(
-            n
-            for n in names
-            if self.history[n].run_id is not None
-            and versions[history_table(n)].run_id == self.history[n].run_id
-        )
-
-    def _versioned(self, name: str) -> bool:
-        return history_table(name) in self.all_tables
-
-    def _read_snapshots(self, batches: BatchDirectory) -> EventSnapshots | None:
-        """A backfill run's states of the versioned objects read, from the whole events log."""
-        wanted: dict[Any, list[str]] = {}
-        for name, table in self.tables.items():
-            if self._versioned(name) and table.obj.event_object:
-                wanted.setdefault(table.obj, []).append(name)
-        if not wanted:
-            self.context.log.warning(
-                "history_backfill: no versioned object with events is read in this run (set"
-                " INVOICED_HISTORY, and select the tables of invoices, payments, ...); nothing"
-                " is backfilled."
-            )
-            return None
-        try:
-            found = read_event_snapshots(self.client, wanted, batches)
-        except InvoicedError as exc:
-            raise dg.Failure(
-                description=f"Reading /events for the history backfill failed: {exc} No table"
-                " was changed.",
-                allow_retries=isinstance(exc, TRANSIENT_ERRORS),
-            ) from None
-        self.context.log.info(
-            f"history_backfill: {found.events} events read; states of "
-            + ", ".join(f"{n} {s.states}" for n, s in sorted(found.objects.items()))
-        )
-        return found
-
-    def _staged_snapshots(self, name: str) -> Snapshots | None:
-        if self.snapshots is None or name not in self.snapshots.objects:
-            return None
-        found = self.snapshots.objects.pop(name)  # staged once, with the object's publish
-        return stage_snapshots(self.destination, found, self.snapshots.deleted_at)
 
     def _audit_and_release(self, read: StagedRead, event_cursor: int) -> Iterator[Event]:
         """Audit a staged object; publish it through the IO manager only if nothing blocks."""
@@ -253,7 +200,9 @@ class SyncStep:
             )
             yield from self._selected(evaluations)
             return
-        versioned = [self.all_tables[history_table(n)] for n in names if self._versioned(n)]
+        versioned = [
+            self.all_tables[history_table(n)] for n in names if self.versioning.versioned(n)
+        ]
         release = ObjectRelease(
             read.for_publishing(
                 self.tables,
@@ -261,7 +210,9 @@ class SyncStep:
                 deletion_times=deletion_times(self.deletions.deleted_at if self.deletions else {}),
                 synced_at=int(self.now),
                 history_followed=self.history_followed,
-                snapshots=self._staged_snapshots(extraction.obj.name) if versioned else None,
+                snapshots=(
+                    self.versioning.staged_snapshots(extraction.obj.name) if versioned else None
+                ),
             )
         )
         for name in names:
@@ -272,19 +223,7 @@ class SyncStep:
                 yield self._history_output(table.table, release)
         self.auditor.released(read)
         yield from self._selected(evaluations)
-        yield from self._history_checks(versioned, release)
-
-    def _history_check_on_its_own(self, table: Any, check: str) -> dg.AssetCheckResult:
-        """A history check executed on its own: on the published history table."""
-        spec = self.all_tables[table.history_of].history_spec()
-        with self.destination.session() as session:
-            columns = self.destination.published_columns(session, spec.table)
-            offending = -1
-            if columns and self.destination.published_columns(session, spec.name):
-                query = check_queries(self.destination.dialect, spec, columns)[check]
-                offending = int(session.rows(query)[0][0])
-        metadata = {"offending_rows": offending} if offending >= 0 else {"note": "no history yet"}
-        return checks.check_result(table.key, check, checks.CheckOutcome(offending <= 0, metadata))
+        yield from self.versioning.check_results(versioned, release)
 
     def _history_output(self, name: str, release: ObjectRelease) -> dg.Output:
         return dg.Output(
@@ -293,20 +232,6 @@ class SyncStep:
                 self.all_tables[name].key
             ),
         )
-
-    def _history_checks(
-        self, versioned: list[Any], release: ObjectRelease
-    ) -> Iterator[dg.AssetCheckResult]:
-        """The history tables' checks, passed in the publishing transaction (a failure there
-        publishes nothing and fails the step)."""
-        published = release.published_by(self.destination)
-        for table in versioned:
-            details = published[table.table].details
-            for check in HISTORY_CHECKS:
-                if (table.table, check) in self.selected_checks:
-                    offending = int(details[f"invoiced/check/{check}"])
-                    outcome = checks.CheckOutcome(offending == 0, {"offending_rows": offending})
-                    yield checks.check_result(table.key, check, outcome)
 
     def _output(
         self, read: StagedRead, name: str, release: ObjectRelease, event_cursor: int
@@ -324,22 +249,13 @@ class SyncStep:
         for name, check in sorted(self.selected_checks):
             if check in HISTORY_CHECKS:
                 if name not in self.outputs:  # else evaluated as its table was published
-                    yield self._history_check_on_its_own(self.all_tables[name], check)
+                    yield self.versioning.check_on_its_own(self.all_tables[name], check)
             elif name not in self.tables:
                 obj = self.all_tables[name].obj
                 evaluation = self.auditor.on_published_tables(
                     name, check, lambda obj=obj: count_now(self.client, obj)
                 )
                 yield self._result(evaluation)
-
-
-def deletion_times(deleted_at: Mapping[str, Mapping[Any, int]]) -> tuple[DeletionTime, ...]:
-    """The deletion events' times (by object, record), for the history tables' versions."""
-    return tuple(
-        DeletionTime(name, str(record), at)
-        for name, times in sorted(deleted_at.items())
-        for record, at in times.items()
-    )
 
 
 def _figures(evaluation: Evaluation) -> str:
