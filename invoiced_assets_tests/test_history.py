@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -86,12 +87,17 @@ def sync(instance: dg.DagsterInstance, mode: str = "full") -> dg.ExecuteInProces
     return result
 
 
-def versions_opened(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+def history_metadata(result: dg.ExecuteInProcessResult, label: str) -> dict[str, Any]:
+    """One metadata value of each materialization that has it (the history tables'), by table."""
     return {
-        m.asset_key.path[-1]: m.metadata["invoiced/versions_opened"].value
+        m.asset_key.path[-1]: m.metadata[label].value
         for m in result.asset_materializations_for_node("invoiced_tables")
-        if m.asset_key.path[-1].endswith("_history")
+        if label in m.metadata
     }
+
+
+def versions_opened(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    return history_metadata(result, "invoiced/versions_opened")
 
 
 def mutate(account: EmulatorServer) -> list[tuple[int, dict[str, dict[tuple, dict]]]]:
@@ -263,11 +269,7 @@ def test_an_unchanged_account_opens_no_version(
 
 def compared(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     """Each history table's `invoiced/history_compared`: every record, or those changed."""
-    return {
-        m.asset_key.path[-1]: m.metadata["invoiced/history_compared"].value
-        for m in result.asset_materializations_for_node("invoiced_tables")
-        if "invoiced/history_compared" in m.metadata
-    }
+    return history_metadata(result, "invoiced/history_compared")
 
 
 @pytest.mark.parametrize("gap", ["switched on later", "switched off for a while"])
@@ -473,11 +475,7 @@ def backfill_round(account: EmulatorServer, objects: list) -> list[tuple[int, di
 
 
 def versions_backfilled(result: dg.ExecuteInProcessResult) -> dict[str, int]:
-    return {
-        m.asset_key.path[-1]: m.metadata["invoiced/versions_backfilled"].value
-        for m in result.asset_materializations_for_node("invoiced_tables")
-        if "invoiced/versions_backfilled" in m.metadata
-    }
+    return history_metadata(result, "invoiced/versions_backfilled")
 
 
 @pytest.mark.parametrize("when", ["first sync", "later sync"])
