@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 from invoiced_assets.catalogue import FieldType
 from invoiced_assets.destinations.history import (
-    META_COLUMNS,
     RECORD_HASH,
     VALID_FROM,
     HistoryDialect,
     HistorySpec,
+    deletion_joins,
     first_after,
     history_table,
+    insert_versions,
     keys_equal,
     record_hash,
     timestamp_literal,
@@ -89,11 +90,8 @@ def backfill_statements(
         f" WHERE m.v_merges AND {keys_equal(dialect, keys, 't', 'm')}"
         f" AND t.{c(VALID_FROM)} = m.v_cut AND t.{c(RECORD_HASH)} = m.v_hash"
     )
-    names = ", ".join(c(n) for n in columns)
-    meta = ", ".join(c(n) for n in META_COLUMNS)
     inserted = (
-        f"INSERT INTO {h} ({names}, {meta})"
-        f" SELECT {', '.join(f'v.{c(n)}' for n in columns)}, v.v_from, v.v_to, FALSE,"
+        f"{insert_versions(dialect, spec, columns)} SELECT {', '.join(f'v.{c(n)}' for n in columns)}, v.v_from, v.v_to, FALSE,"
         f" v.v_deleted, v.v_hash FROM ({versions}) v WHERE NOT v.v_merges"
     )
     return merged, inserted
@@ -178,20 +176,12 @@ def _versions(
         f"SELECT u.*, LEAD(u.u_from) OVER ({by_run}) AS u_next,"
         f" LEAD(u.u_hash) OVER ({by_run}) AS u_next_hash FROM ({runs}) u"
     )
-    text = dialect.sql_type(FieldType.STRING)
+    # One row per deleted record (its last deletion event: see `extract.snapshots`).
     deletions = (
-        f"SELECT {c('d_object')} AS d_object, {c('d_record')} AS d_record,"
-        f" MAX({c('d_at')}) AS d_at FROM {dialect.staged(snapshots.deletions)}"
-        f" GROUP BY {c('d_object')}, {c('d_record')}"
+        f"SELECT {c('d_object')} AS d_object, {c('d_record')} AS d_record, {c('d_at')} AS d_at"
+        f" FROM {dialect.staged(snapshots.deletions)}"
     )
-    joins, candidates = [], []
-    for index, source in enumerate(spec.deletions):
-        alias = f"d{index}"
-        joins.append(
-            f" LEFT JOIN ({deletions}) {alias} ON {alias}.d_object = '{source.object}'"
-            f" AND {alias}.d_record = CAST(hr.{c(source.column)} AS {text})"
-        )
-        candidates.append(f"{alias}.d_at")
+    joins, candidates = deletion_joins(dialect, spec, deletions, "hr")
     gone = first_after("e.u_from", candidates, timestamp_literal(dialect, now))
     first_key = c(keys[0])
     return (

@@ -226,6 +226,32 @@ def _quoted(text: str) -> str:
     return text.replace("'", "''")
 
 
+def insert_versions(
+    dialect: HistoryDialect, spec: HistorySpec, columns: Mapping[str, FieldType]
+) -> str:
+    """`INSERT INTO` the history table, its table's columns then its own (a SELECT follows)."""
+    c = dialect.column
+    names = ", ".join(c(n) for n in [*columns, *META_COLUMNS])
+    return f"INSERT INTO {dialect.published(spec.name)} ({names})"
+
+
+def deletion_joins(
+    dialect: HistoryDialect, spec: HistorySpec, deletions: str, row: str
+) -> tuple[list[str], list[str]]:
+    """(joins, times): for each of the spec's deletion sources, the deletion time of the record
+    `row` names, from `deletions` (a relation d_object, d_record, d_at)."""
+    text = dialect.sql_type(FieldType.STRING)
+    joins, times = [], []
+    for index, source in enumerate(spec.deletions):
+        alias = f"d{index}"
+        joins.append(
+            f" LEFT JOIN ({deletions}) {alias} ON {alias}.d_object = '{source.object}'"
+            f" AND {alias}.d_record = CAST({row}.{dialect.column(source.column)} AS {text})"
+        )
+        times.append(f"{alias}.d_at")
+    return joins, times
+
+
 def maintenance_statements(
     dialect: HistoryDialect,
     spec: HistorySpec,
@@ -242,13 +268,11 @@ def maintenance_statements(
         parents = [dialect.published(spec.parent[0])]
     h = dialect.published(spec.name)
     c = dialect.column
-    names = ", ".join(c(n) for n in columns)
-    meta = ", ".join(c(n) for n in META_COLUMNS)
     now_sql = timestamp_literal(dialect, now)
     first_key = c(spec.key[0])
     new = _new_rows(dialect, spec, columns, scope, parents)
     opened = (
-        f"INSERT INTO {h} ({names}, {meta})"
+        f"{insert_versions(dialect, spec, columns)}"
         f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
         f" {first_after(f'cur.{c(VALID_FROM)}', ['n.h__changed'], now_sql)}, NULL, TRUE, FALSE,"
         f" n.h__hash"
@@ -256,18 +280,10 @@ def maintenance_statements(
         f" ON cur.{c(IS_CURRENT)} AND {keys_equal(dialect, spec.key, 'cur', 'n')}"
         f" WHERE cur.{first_key} IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
     )
-    text = dialect.sql_type(FieldType.STRING)
     deletions = deletion_times_relation(
         dialect, deletion_times, [source.object for source in spec.deletions]
     )
-    joins, candidates = [], []
-    for index, source in enumerate(spec.deletions):
-        alias = f"d{index}"
-        joins.append(
-            f" LEFT JOIN ({deletions}) {alias} ON {alias}.d_object = '{source.object}'"
-            f" AND {alias}.d_record = CAST(cur.{c(source.column)} AS {text})"
-        )
-        candidates.append(f"{alias}.d_at")
+    joins, candidates = deletion_joins(dialect, spec, deletions, "cur")
     if spec.parent is not None:
         parent_joins, parent_time = _parent_change(dialect, spec, parents, "cur")
         joins.append(parent_joins)
