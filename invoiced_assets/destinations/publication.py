@@ -216,15 +216,20 @@ def _parent_rows(destination: Destination, session: Any, spec: HistorySpec) -> l
 
 
 def _merge_scope(
-    dialect: Any, staged: StagedObject, plans: dict[str, PublishStatements], spec: HistorySpec
+    dialect: Any,
+    staged: StagedObject,
+    plans: dict[str, PublishStatements],
+    spec: HistorySpec,
+    in_full: set[str],
 ) -> history.Scope | None:
-    """The rows an incremental merge may have changed (None, every row: a full load; a merge that
+    """The rows an incremental merge may have changed. None, every row: a full load; a merge that
     widened a column, whose values' text, and so every record's hash, changed with it; a table
-    whose history was not published with its last publish)."""
+    whose history was not published with its last publish, or is in `in_full`; a backfill,
+    which adds versions to records the merge did not touch."""
     table = staged.tables[spec.table]
     if table.merge is None or table.merge.append_after or plans[spec.table].plan.widened:
         return None
-    if spec.table not in staged.history_followed:
+    if spec.table not in staged.history_followed or spec.name in in_full or staged.snapshots:
         return None
     link = spec.parent[2] if spec.parent is not None else spec.key[0]
     return lambda alias: merged_rows_filter(dialect, table, link, alias)
@@ -271,12 +276,7 @@ def _version(
     scopes = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
-        # A backfill adds versions to records the merge did not touch: check them all.
-        scope = (
-            None
-            if staged.snapshots or spec.name in in_full
-            else _merge_scope(dialect, staged, plans, spec)
-        )
+        scope = _merge_scope(dialect, staged, plans, spec, in_full)
         scopes[spec.name] = scope
         opened, closed = history.maintenance_statements(
             dialect,
