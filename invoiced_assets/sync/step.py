@@ -23,10 +23,7 @@ from invoiced_assets import checks
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
-from invoiced_assets.destinations.history import (
-    HISTORY_CHECKS,
-    history_table,
-)
+from invoiced_assets.destinations.history import HISTORY_CHECKS, DeletionTime, history_table
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
@@ -100,6 +97,7 @@ class SyncStep:
         self.options = options
         self.failures: list[Extraction] = []
         self.deletions: Deletions | None = None
+        self.deletion_times: tuple[DeletionTime, ...] = ()
         self.blocked: list[BlockedObject] = []
         self.backfill = run_config.history_backfill
 
@@ -137,6 +135,8 @@ class SyncStep:
         )
         deletions, event_cursor, plans = self._read_events(plans)
         self.deletions = deletions
+        # For every object's history, once: the deletion events' times.
+        self.deletion_times = deletion_times(deletions.deleted_at if deletions else {})
         if self.backfill:
             self.versioning.read_snapshots(self.client, batches)
         customers_pending = CUSTOMERS.name in self.tables
@@ -207,7 +207,7 @@ class SyncStep:
             read.for_publishing(
                 self.tables,
                 history=tuple(t.history_spec() for t in versioned),
-                deletion_times=deletion_times(self.deletions.deleted_at if self.deletions else {}),
+                deletion_times=self.deletion_times,
                 synced_at=int(self.now),
                 history_followed=self.history_followed,
                 snapshots=(
