@@ -49,8 +49,6 @@ def state_of(obj: InvoicedObject, subject: Mapping[str, Any], event_id: int) -> 
             state["customer"] = customer.get("id")
         else:
             del state["customer"]
-    if obj.per_customer and obj.customer_column not in state:
-        state[obj.customer_column] = state.get("customer_id")
     state[obj.primary_key] = event_id
     return state
 
