@@ -29,7 +29,7 @@ the table's). A full load, and a merge that widened a column, compare every row.
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from invoiced_assets.catalogue import FieldType
 
@@ -271,13 +271,16 @@ def maintenance_statements(
     now_sql = timestamp_literal(dialect, now)
     first_key = c(spec.key[0])
     new = _new_rows(dialect, spec, columns, scope, parents)
+    # The current versions of the records in scope, filtered before any join: the scope is a few
+    # records of an incremental merge, the history table every version of every record.
+    current = f"(SELECT * FROM {h} cur WHERE cur.{c(IS_CURRENT)} AND {_within(scope, 'cur')})"
+    # A changed record's new version begins here; the version it replaces ends at the same time.
+    replaced_at = first_after(f"cur.{c(VALID_FROM)}", ["n.h__changed"], now_sql)
     opened = (
         f"{insert_versions(dialect, spec, columns)}"
-        f" SELECT {', '.join(f'n.{c(n)}' for n in columns)},"
-        f" {first_after(f'cur.{c(VALID_FROM)}', ['n.h__changed'], now_sql)}, NULL, TRUE, FALSE,"
+        f" SELECT {', '.join(f'n.{c(n)}' for n in columns)}, {replaced_at}, NULL, TRUE, FALSE,"
         f" n.h__hash"
-        f" FROM ({new}) n LEFT JOIN {h} cur"
-        f" ON cur.{c(IS_CURRENT)} AND {keys_equal(dialect, spec.key, 'cur', 'n')}"
+        f" FROM ({new}) n LEFT JOIN {current} cur ON {keys_equal(dialect, spec.key, 'cur', 'n')}"
         f" WHERE cur.{first_key} IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
     )
     deletions = deletion_times_relation(
@@ -289,18 +292,15 @@ def maintenance_statements(
         joins.append(parent_joins)
         candidates.append(parent_time)
     gone_at = first_after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
+    # Run after `opened`: the versions it opened are current too, and have the row's hash.
     closing = (
         f"SELECT {', '.join(f'cur.{c(k)}' for k in spec.key)}, cur.{c(RECORD_HASH)} AS h__old,"
         f" n.h__hash IS NULL AS h__gone,"
-        f" CASE WHEN nv.{c(VALID_FROM)} IS NOT NULL THEN nv.{c(VALID_FROM)} ELSE {gone_at} END"
-        f" AS h__ends"
-        f" FROM {h} cur"
+        f" CASE WHEN n.h__hash IS NOT NULL THEN {replaced_at} ELSE {gone_at} END AS h__ends"
+        f" FROM {current} cur"
         f" LEFT JOIN ({new}) n ON {keys_equal(dialect, spec.key, 'n', 'cur')}"
-        f" LEFT JOIN {h} nv ON nv.{c(IS_CURRENT)}"
-        f" AND {keys_equal(dialect, spec.key, 'nv', 'cur')} AND nv.{c(RECORD_HASH)} = n.h__hash"
         + "".join(joins)
-        + f" WHERE cur.{c(IS_CURRENT)} AND {_within(scope, 'cur')}"
-        f" AND (n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash)"
+        + f" WHERE n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
     )
     closed = (
         f"UPDATE {h} AS t SET {c(VALID_TO)} = x.h__ends, {c(IS_CURRENT)} = FALSE,"
@@ -311,14 +311,16 @@ def maintenance_statements(
     return opened, closed
 
 
-def check_queries(
+def checks_query(
     dialect: HistoryDialect,
     spec: HistorySpec,
     columns: Mapping[str, FieldType],
     scope: Scope | None = None,
-) -> dict[str, str]:
-    """Each history check as a query of one count: the offending rows (0 passes), over the
-    records in `scope` (None: every record); the current versions are counted in full."""
+) -> str:
+    """Every history check in one query of one row: the offending rows of each check in
+    `HISTORY_CHECKS` order (0 passes), over the records in `scope` (None: every record; the
+    current versions are counted in full), then the history table's rows. One statement, as a
+    statement's planning costs more than its reading of a few records."""
     h = dialect.published(spec.name)
     t = dialect.published(spec.table)
     c = dialect.column
@@ -338,7 +340,7 @@ def check_queries(
         f" WHERE t.{c(IS_CURRENT)} AND {_within(scope, 't')}"
     )
     counts = f"ABS((SELECT COUNT(*) FROM {t}) - (SELECT COUNT(*) FROM {h} WHERE {c(IS_CURRENT)}))"
-    return {
+    offending = {
         ONE_CURRENT: (
             f"SELECT COUNT(*) FROM (SELECT {keys} FROM {h} t WHERE t.{c(IS_CURRENT)}"
             f" AND {_within(scope, 't')} GROUP BY {keys} HAVING COUNT(*) > 1) x"
@@ -352,6 +354,14 @@ def check_queries(
             f" UNION ALL SELECT * FROM ({current} EXCEPT {published}) b) x"
         ),
     }
+    figures = [f"({offending[check]})" for check in HISTORY_CHECKS]
+    return f"SELECT {', '.join(figures)}, (SELECT COUNT(*) FROM {h})"
+
+
+def check_figures(row: Sequence[Any]) -> tuple[dict[str, int], int]:
+    """(offending rows by check, the history table's rows) from a `checks_query` row."""
+    offending = {check: int(row[i]) for i, check in enumerate(HISTORY_CHECKS)}
+    return offending, int(row[len(HISTORY_CHECKS)])
 
 
 def table_statements(

@@ -315,17 +315,15 @@ def _version(
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
         found = details[spec.name]
-        for check, query in history.check_queries(
-            dialect, spec, columns, scopes[spec.name]
-        ).items():
-            offending = int(session.rows(query)[0][0])
-            found[f"invoiced/check/{check}"] = offending
-            if offending:
+        query = history.checks_query(dialect, spec, columns, scopes[spec.name])
+        offending, rows = history.check_figures(session.rows(query)[0])
+        for check, count in offending.items():
+            found[f"invoiced/check/{check}"] = count
+            if count:
                 raise HistoryCheckFailed(
-                    f"{spec.name}: {check} failed ({offending} rows); {staged.name} is not"
+                    f"{spec.name}: {check} failed ({count} rows); {staged.name} is not"
                     " published, and every table keeps its last good copy."
                 )
-        rows = session.rows(f"SELECT COUNT(*) FROM {dialect.published(spec.name)}")[0][0]
         described = {**plans[spec.table].comments.columns, **history.META_DESCRIPTIONS}
         published[spec.name] = PublishedTable(
             spec.name,

@@ -17,7 +17,8 @@ from invoiced_assets.destinations.backfill import Snapshots
 from invoiced_assets.destinations.history import (
     HISTORY_CHECKS,
     DeletionTime,
-    check_queries,
+    check_figures,
+    checks_query,
     history_table,
 )
 from invoiced_assets.destinations.protocol import Destination
@@ -106,8 +107,8 @@ class Versioning:
             columns = self.destination.published_columns(session, spec.table)
             offending = -1
             if columns and self.destination.published_columns(session, spec.name):
-                query = check_queries(self.destination.dialect, spec, columns)[check]
-                offending = int(session.rows(query)[0][0])
+                query = checks_query(self.destination.dialect, spec, columns)
+                offending = check_figures(session.rows(query)[0])[0][check]
         metadata = {"offending_rows": offending} if offending >= 0 else {"note": "no history yet"}
         return checks.check_result(table.key, check, checks.CheckOutcome(offending <= 0, metadata))
 
