@@ -4,9 +4,10 @@ Runs the job once in full (INVOICED_SYNC_MODE=incremental starts with a full loa
 destination), changes about `--changed` of each listing's records in the emulator (a third
 inserted, a third updated, a third deleted), runs the job again, and prints for both runs the API
 requests, wall time, peak RSS and rows written to the destination (rows deleted plus rows
-inserted, from each table's materialization). Each run is a process of its own, so its peak RSS
-is its own. Dagster start-up (importing it, loading the
-definitions and the instance) is paid by each run's process and reported apart.
+inserted, from each table's materialization); with BENCHMARK_EVENTS=1, the events the
+incremental run stored in the Dagster instance, by type, with the time each type took to store.
+Each run is a process of its own, so its peak RSS is its own. Dagster start-up (importing it,
+loading the definitions and the instance) is paid by each run's process and reported apart.
 
 Rows changed are counted in the warehouse itself: for every table, the rows of the copy taken
 before the incremental run that are not in the table after it, plus the rows after it that were
@@ -25,6 +26,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from full_load import add_arguments, emulator_json, prepare
 
@@ -54,6 +56,7 @@ def run_once() -> None:
     (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").touch()
     instance = dg.DagsterInstance.get()  # SQLite under DAGSTER_HOME, as `dagster dev` keeps it
     startup = time.perf_counter() - started
+    event_costs = time_stored_events(instance) if os.environ.get("BENCHMARK_EVENTS") else None
     started = time.perf_counter()
     if os.environ.get("BENCHMARK_PROFILE"):  # where the run's own process spends its time
         import cProfile
@@ -90,8 +93,30 @@ def run_once() -> None:
         "success": result.success, "wall": wall, "startup": startup, "written": written,
         "versions_opened": versions,
         "peak_rss_mb": own,
-        "step": step_seconds, "tables": by_table,
+        "step": step_seconds, "tables": by_table, "events": event_costs,
     }))  # fmt: skip
+
+
+def time_stored_events(instance: Any) -> dict[str, list[float]]:
+    """Count and time every event the run stores in the instance's event log, by type (the
+    cost Dagster adds per asset and per check: each event is serialized and written to SQLite).
+    Filled in place as the run goes: {event type: [count, seconds]}."""
+    storage = instance.event_log_storage
+    store = storage.store_event
+    costs: dict[str, list[float]] = {}
+
+    def timed(event: Any) -> None:
+        started = time.perf_counter()
+        try:
+            store(event)
+        finally:
+            kind = event.dagster_event.event_type_value if event.dagster_event else "LOG_MESSAGE"
+            cost = costs.setdefault(kind, [0, 0.0])
+            cost[0] += 1
+            cost[1] += time.perf_counter() - started
+
+    storage.store_event = timed
+    return costs
 
 
 def rows_changed(before: Path, after: Path) -> int:
@@ -169,6 +194,15 @@ def main() -> int:
         print(
             f"  history ({os.environ['INVOICED_HISTORY']}): versions opened by the full load"
             f" {full['versions_opened']:,}, by the incremental run {incremental['versions_opened']:,}"
+        )
+    if os.environ.get("BENCHMARK_EVENTS"):
+        print("  incremental run, events stored: count, seconds (the run's, not only the step's)")
+        events = incremental["events"]
+        for kind, (count, seconds) in sorted(events.items(), key=lambda kv: -kv[1][1]):
+            print(f"    {kind:<32} {count:5d} {seconds:6.3f} s")
+        print(
+            f"    {'all':<32} {sum(c for c, _ in events.values()):5d}"
+            f" {sum(s for _, s in events.values()):6.3f} s"
         )
     if os.environ.get("BENCHMARK_TABLES"):
         print("  incremental run, table: kind, rows deleted, rows inserted")
