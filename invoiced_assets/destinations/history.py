@@ -274,7 +274,7 @@ def maintenance_statements(
     # The current versions of the records in scope, filtered before any join: the scope is a few
     # records of an incremental merge, the history table every version of every record.
     current = f"(SELECT * FROM {h} cur WHERE cur.{c(IS_CURRENT)} AND {_within(scope, 'cur')})"
-    # A changed record's new version begins here; the version it replaces ends at the same time.
+    # A changed record's new version begins here, strictly after the version it replaces.
     replaced_at = first_after(f"cur.{c(VALID_FROM)}", ["n.h__changed"], now_sql)
     opened = (
         f"{insert_versions(dialect, spec, columns)}"
@@ -292,15 +292,22 @@ def maintenance_statements(
         joins.append(parent_joins)
         candidates.append(parent_time)
     gone_at = first_after(f"cur.{c(VALID_FROM)}", candidates, now_sql)
-    # Run after `opened`: the versions it opened are current too, and have the row's hash.
+    # Run after `opened`, and without hashing again: a record `opened` gave a new version has two
+    # current ones, and the older ends where the newer begins; a record with no published row
+    # is gone, and ends at its deletion's time.
+    kept = ", ".join(f"p.{c(k)}" for k in spec.key)
+    published = f"SELECT {kept} FROM {dialect.published(spec.table)} p WHERE {_within(scope, 'p')}"
     closing = (
         f"SELECT {', '.join(f'cur.{c(k)}' for k in spec.key)}, cur.{c(RECORD_HASH)} AS h__old,"
-        f" n.h__hash IS NULL AS h__gone,"
-        f" CASE WHEN n.h__hash IS NOT NULL THEN {replaced_at} ELSE {gone_at} END AS h__ends"
+        f" nv.{first_key} IS NULL AS h__gone,"
+        f" CASE WHEN nv.{first_key} IS NOT NULL THEN nv.{c(VALID_FROM)} ELSE {gone_at} END"
+        f" AS h__ends"
         f" FROM {current} cur"
-        f" LEFT JOIN ({new}) n ON {keys_equal(dialect, spec.key, 'n', 'cur')}"
+        f" LEFT JOIN {current} nv ON {keys_equal(dialect, spec.key, 'nv', 'cur')}"
+        f" AND nv.{c(VALID_FROM)} > cur.{c(VALID_FROM)}"
+        f" LEFT JOIN ({published}) pr ON {keys_equal(dialect, spec.key, 'pr', 'cur')}"
         + "".join(joins)
-        + f" WHERE n.h__hash IS NULL OR cur.{c(RECORD_HASH)} <> n.h__hash"
+        + f" WHERE nv.{first_key} IS NOT NULL OR pr.{first_key} IS NULL"
     )
     closed = (
         f"UPDATE {h} AS t SET {c(VALID_TO)} = x.h__ends, {c(IS_CURRENT)} = FALSE,"
@@ -349,9 +356,12 @@ def checks_query(
             f"SELECT COUNT(*) FROM ({overlap}) x WHERE (x.t_ IS NOT NULL AND x.t_ <= x.f)"
             " OR (x.nf IS NOT NULL AND (x.t_ IS NULL OR x.nf < x.t_))"
         ),
+        # A published row without a current version of the same hash, or the other way round
+        # (one join, so the hash of the published rows is written and planned once).
         CURRENT_MATCHES: (
-            f"SELECT COUNT(*) + {counts} FROM (SELECT * FROM ({published} EXCEPT {current}) a"
-            f" UNION ALL SELECT * FROM ({current} EXCEPT {published}) b) x"
+            f"SELECT COUNT(*) + {counts} FROM ({published}) a FULL OUTER JOIN ({current}) b"
+            f" ON {keys_equal(dialect, spec.key, 'a', 'b')} AND a.rh = b.rh"
+            f" WHERE a.{c(spec.key[0])} IS NULL OR b.{c(spec.key[0])} IS NULL"
         ),
     }
     figures = [f"({offending[check]})" for check in HISTORY_CHECKS]
