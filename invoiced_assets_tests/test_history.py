@@ -9,7 +9,8 @@ contacts), with a sync after each round, full and incremental, on DuckDB and on 
 - the history checks pass, a sync of an unchanged account opens no version, and the history
   tables are published with their tables: a failed check (a lost current version, found by the
   count of current versions; a second current version of a record the run changed) publishes
-  neither the table nor its history;
+  neither the table nor its history; the checks executed on their own (the UI's "Execute")
+  check every record and find a version damaged since;
 - a backfill from the events log (on the first sync, or a later one) holds every object with
   events as it was at each change's moment before the first sync, every field, on DuckDB and on
   fakesnow, and a second backfill adds nothing.
@@ -595,3 +596,41 @@ def test_a_line_items_backfill_waits_for_its_invoices(
     (items,) = result.asset_materializations_for_node("invoiced_tables")
     assert items.metadata["invoiced/versions_backfilled"].value == 0
     assert "invoices_history" in items.metadata["invoiced/backfill_skipped"].value
+
+
+def test_history_checks_executed_on_their_own_check_every_record(
+    invoices_only: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The UI's "Execute" on a history table's checks reads the published tables, every record:
+    they pass after a sync, and find a version damaged since, with nothing written."""
+    sync(instance)
+    defs = build_definitions(load_settings())
+    history_key = dg.AssetKey(["invoiced", "invoices_history"])
+    wanted = [dg.AssetCheckKey(history_key, name) for name in HISTORY_CHECKS]
+
+    def execute_checks() -> dict[str, Any]:
+        result = dg.materialize(
+            list(defs.assets or []),
+            resources=defs.resources,
+            selection=dg.AssetSelection.checks(*wanted),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.asset_materializations_for_node("invoiced_tables")
+        return {
+            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+
+    passed = execute_checks()
+    assert set(passed) == set(HISTORY_CHECKS) and all(e.passed for e in passed.values())
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
+        connection.execute(
+            "update invoiced.invoices_history set record_hash = 'damaged'"
+            " where is_current and id = (select min(id) from invoiced.invoices)"
+        )
+    found = execute_checks()
+    failed = {name for name, e in found.items() if not e.passed}
+    assert failed == {"current_versions_match_table"}
+    assert found["current_versions_match_table"].metadata["offending_rows"].value == 2
