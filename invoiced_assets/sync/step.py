@@ -246,11 +246,14 @@ class SyncStep:
 
     def _checks_on_their_own(self) -> Iterator[dg.AssetCheckResult]:
         """Checks selected without their table: evaluated on the published table."""
+        # A history table published by this step had its checks evaluated as it was published.
+        history_alone = sorted(
+            {n for n, check in self.selected_checks if check in HISTORY_CHECKS} - self.outputs
+        )
+        for name in history_alone:
+            yield from self.versioning.checks_on_their_own(self.all_tables[name])
         for name, check in sorted(self.selected_checks):
-            if check in HISTORY_CHECKS:
-                if name not in self.outputs:  # else evaluated as its table was published
-                    yield self.versioning.check_on_its_own(self.all_tables[name], check)
-            elif name not in self.tables:
+            if check not in HISTORY_CHECKS and name not in self.tables:
                 obj = self.all_tables[name].obj
                 evaluation = self.auditor.on_published_tables(
                     name, check, lambda obj=obj: count_now(self.client, obj)
