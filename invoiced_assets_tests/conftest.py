@@ -112,3 +112,16 @@ def hold_answers(
 
     monkeypatch.setattr(server, "_route", held)
     return arrived, release
+
+
+def execute_checks_alone(
+    defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
+) -> dg.ExecuteInProcessResult:
+    """What the UI's "Execute" on checks runs: the checks alone, no table materialized."""
+    return dg.materialize(
+        list(defs.assets or []),
+        resources=defs.resources,
+        selection=dg.AssetSelection.checks(*keys),
+        instance=instance,
+        raise_on_error=False,
+    )

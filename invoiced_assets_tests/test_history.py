@@ -34,7 +34,7 @@ from invoiced_assets.destinations.history import HISTORY_CHECKS
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import SettingsError, load_settings
 
-from .conftest import API_KEY, use_emulator
+from .conftest import API_KEY, execute_checks_alone, use_emulator
 from .warehouse_compare import expected_rows, same
 
 # Objects whose records have their own events: the moments between syncs are exact for them.
@@ -609,13 +609,7 @@ def test_history_checks_executed_on_their_own_check_every_record(
     wanted = [dg.AssetCheckKey(history_key, name) for name in HISTORY_CHECKS]
 
     def execute_checks() -> dict[str, Any]:
-        result = dg.materialize(
-            list(defs.assets or []),
-            resources=defs.resources,
-            selection=dg.AssetSelection.checks(*wanted),
-            instance=instance,
-            raise_on_error=False,
-        )
+        result = execute_checks_alone(defs, instance, wanted)
         assert not result.asset_materializations_for_node("invoiced_tables")
         return {
             e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data

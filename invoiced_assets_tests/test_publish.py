@@ -41,7 +41,7 @@ from invoiced_assets.sync.staging import staged_table
 from invoiced_assets.tables import shaping
 from invoiced_assets.tables.shaping import shape_records
 
-from .conftest import API_KEY, use_emulator
+from .conftest import API_KEY, execute_checks_alone, use_emulator
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 
@@ -268,14 +268,8 @@ def sync(
     checks_alone: list[dg.AssetCheckKey] | None = None,
 ) -> dg.ExecuteInProcessResult:
     defs = build_definitions(load_settings())
-    if checks_alone is not None:  # what the UI's "Execute" on checks runs
-        return dg.materialize(
-            list(defs.assets or []),
-            resources=defs.resources,
-            selection=dg.AssetSelection.checks(*checks_alone),
-            instance=instance,
-            raise_on_error=False,
-        )
+    if checks_alone is not None:
+        return execute_checks_alone(defs, instance, checks_alone)
     job = defs.resolve_job_def("invoiced_sync")
     return job.execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config or {}
