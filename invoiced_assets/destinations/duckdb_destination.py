@@ -27,7 +27,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.destinations.protocol import PublishedSchema
+from invoiced_assets.destinations.protocol import PublishedSchema, schemas_by_table
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
 from invoiced_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
@@ -137,21 +137,25 @@ class DuckDBSession:
         return int(first) if isinstance(first, int) else 0
 
 
-def existing_schema(session: Any, schema: str, table: str) -> PublishedSchema:
-    """The table's columns in order, as logical types, and its comments (empty: no table)."""
+def existing_schemas(
+    session: Any, schema: str, tables: Sequence[str] | None
+) -> dict[str, PublishedSchema]:
+    """The columns in order, as logical types, and the comments of `tables` of `schema` (every
+    table: None), by table; a table left out does not exist."""
+    if tables is not None and not tables:
+        return {}
+    only = "" if tables is None else f" and c.table_name in ({', '.join('?' for _ in tables)})"
     rows = session.rows(
-        "select c.column_name, c.data_type, c.column_comment, t.table_comment"
+        "select c.table_name, c.column_name, c.data_type, c.column_comment, t.table_comment"
         " from information_schema.columns c join information_schema.tables t"
         " on t.table_catalog = c.table_catalog and t.table_schema = c.table_schema"
         " and t.table_name = c.table_name"
-        " where c.table_schema = ? and c.table_name = ? order by c.ordinal_position",
-        [schema, table],
+        f" where c.table_schema = ?{only} order by c.table_name, c.ordinal_position",
+        [schema, *(tables or [])],
     )
-    return PublishedSchema(
-        {name: _FIELD_TYPES.get(sql, FieldType.STRING) for name, sql, _, _ in rows},
-        TableComments(
-            rows[0][3] if rows else None, {name: text for name, _, text, _ in rows if text}
-        ),
+    return schemas_by_table(
+        (table, name, _FIELD_TYPES.get(sql, FieldType.STRING), column_comment, table_comment)
+        for table, name, sql, column_comment, table_comment in rows
     )
 
 
@@ -195,8 +199,10 @@ class InvoicedDuckDBIOManager(PublishingIOManager):
     def staging_location(self) -> str:
         return f"the schema {self.dialect.staging} of {self.database}"
 
-    def read_schema(self, session: Any, table: str) -> PublishedSchema:
-        return existing_schema(session, self.schema_name, table)
+    def read_schemas(
+        self, session: Any, tables: Sequence[str] | None
+    ) -> dict[str, PublishedSchema]:
+        return existing_schemas(session, self.schema_name, tables)
 
     def clear_staging(self) -> None:
         staging = quote(self.dialect.staging)

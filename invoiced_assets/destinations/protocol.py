@@ -6,7 +6,7 @@ A run never writes into the published tables directly. For each object it *stage
 manager, which *publishes* all of its tables in one transaction (`publication.publish_object`).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,6 +82,30 @@ class PublishedSchema:
 
     columns: dict[str, FieldType]
     comments: TableComments
+
+    @classmethod
+    def absent(cls) -> "PublishedSchema":
+        """A table that does not exist."""
+        return cls({}, TableComments())
+
+
+def schemas_by_table(
+    rows: Iterable[tuple[str, str, FieldType, str | None, str | None]],
+) -> dict[str, PublishedSchema]:
+    """Each table's schema from `(table, column, type, column comment, table comment)` rows in
+    column order (the rows of one query over `information_schema`)."""
+    columns: dict[str, dict[str, FieldType]] = {}
+    comments: dict[str, dict[str, str]] = {}
+    table_comments: dict[str, str | None] = {}
+    for table, column, field_type, column_comment, table_comment in rows:
+        columns.setdefault(table, {})[column] = field_type
+        if column_comment:
+            comments.setdefault(table, {})[column] = column_comment
+        table_comments[table] = table_comment
+    return {
+        table: PublishedSchema(held, TableComments(table_comments[table], comments.get(table, {})))
+        for table, held in columns.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import pandas as pd
 from dagster_snowflake import SnowflakeResource
 
 from invoiced_assets.catalogue import FieldType
-from invoiced_assets.destinations.protocol import PublishedSchema
+from invoiced_assets.destinations.protocol import PublishedSchema, schemas_by_table
 from invoiced_assets.destinations.publication import PublishingIOManager
 from invoiced_assets.destinations.sql import KEY_SET_COLUMN
 from invoiced_assets.tables.docs import TableComments
@@ -272,24 +272,26 @@ class InvoicedSnowflakeIOManager(PublishingIOManager):
         where = f"{stored_object_name(self.database)}.{stored_object_name(self.schema_name)}"
         return f"the transient tables {STAGING_PREFIX}STAGED_<TABLE> of {where}"
 
-    def read_schema(self, session: Any, table: str) -> PublishedSchema:
+    def read_schemas(
+        self, session: Any, tables: Sequence[str] | None
+    ) -> dict[str, PublishedSchema]:
+        if tables is not None and not tables:
+            return {}
         schema = f"{object_name(self.database)}.information_schema"
+        stored = [warehouse_name(table) for table in tables or []]
+        only = "" if tables is None else f" and c.table_name in ({', '.join('%s' for _ in stored)})"
         rows = session.rows(
-            "select c.column_name, c.data_type, c.numeric_scale, c.comment as column_comment,"
-            f" t.comment as table_comment from {schema}.columns c join {schema}.tables t"
+            "select c.table_name, c.column_name, c.data_type, c.numeric_scale,"
+            " c.comment as column_comment, t.comment as table_comment"
+            f" from {schema}.columns c join {schema}.tables t"
             " on t.table_schema = c.table_schema and t.table_name = c.table_name"
-            " where c.table_schema = %s and c.table_name = %s order by c.ordinal_position",
-            (stored_object_name(self.schema_name), warehouse_name(table)),
+            f" where c.table_schema = %s{only} order by c.table_name, c.ordinal_position",
+            (stored_object_name(self.schema_name), *stored),
         )
-        return PublishedSchema(
-            {
-                api_name(name): _field_type(data_type, scale)
-                for name, data_type, scale, _, _ in rows
-            },
-            TableComments(
-                rows[0][4] if rows else None,
-                {api_name(name): text for name, _, _, text, _ in rows if text},
-            ),
+        return schemas_by_table(
+            (api_name(table), api_name(name), _field_type(data_type, scale), comment, table_comment)
+            for table, name, data_type, scale, comment, table_comment in rows
+            if not table.startswith(STAGING_PREFIX)  # this run's staged tables, beside them
         )
 
     def clear_staging(self) -> None:
