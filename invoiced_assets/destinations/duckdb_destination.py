@@ -140,17 +140,18 @@ class DuckDBSession:
 def existing_schemas(
     session: Any, schema: str, tables: Sequence[str] | None
 ) -> dict[str, PublishedSchema]:
-    """The columns in order, as logical types, and the comments of `tables` of `schema` (every
-    table: None), by table; a table left out does not exist."""
-    if tables is not None and not tables:
-        return {}
+    """The columns in order, as logical types, and the comments of `tables` (not empty) of
+    `schema` (every table: None) in the warehouse file, by table; a table left out does not
+    exist."""
     only = "" if tables is None else f" and c.table_name in ({', '.join('?' for _ in tables)})"
     rows = session.rows(
         "select c.table_name, c.column_name, c.data_type, c.column_comment, t.table_comment"
         " from information_schema.columns c join information_schema.tables t"
         " on t.table_catalog = c.table_catalog and t.table_schema = c.table_schema"
         " and t.table_name = c.table_name"
-        f" where c.table_schema = ?{only} order by c.table_name, c.ordinal_position",
+        # The file's own catalog: an attached database can have a schema of the same name.
+        " where c.table_catalog = current_database()"
+        f" and c.table_schema = ?{only} order by c.table_name, c.ordinal_position",
         [schema, *(tables or [])],
     )
     return schemas_by_table(

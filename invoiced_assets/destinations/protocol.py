@@ -174,8 +174,8 @@ class Destination(Protocol):
         """The comments the published table and its columns hold (by API name)."""
         ...
 
-    def forget_columns(self, tables: Sequence[str]) -> None:
-        """The tables' columns may have changed (read them again)."""
+    def forget_columns(self, tables: Iterable[str]) -> None:
+        """The tables' columns may have changed: read them again at the next look."""
         ...
 
     def stage(

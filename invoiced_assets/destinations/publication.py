@@ -397,11 +397,11 @@ class PublishingIOManager(dg.ConfigurableIOManager):
     """What the destinations' IO managers share: a `TableRelease` output is published (see the
     module docstring); `load_input` reads a published table as a pandas DataFrame.
 
-    A sync step holds one session for all it does (`held_session`). Within it the published
-    tables' columns (with their comments) are read for the whole schema by one query, and after
-    an object's publish its tables by one more: connecting and `information_schema` cost
-    milliseconds per query on DuckDB and a round trip on Snowflake, where a query per table
-    made dozens a run.
+    A sync step holds one session for all it does (`held_session`). Within it the columns (with
+    their comments) of every table in the schema are read by one query at the first look, and
+    the tables a publish forgot are read again together at the next look at any of them:
+    `information_schema` costs milliseconds per query on DuckDB and a round trip on Snowflake,
+    and a query per table made dozens a run.
     """
 
     _held: Any = PrivateAttr(default=None)
@@ -416,8 +416,8 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         self, session: Any, tables: Sequence[str] | None
     ) -> dict[str, PublishedSchema]:
         """The published tables' columns by API name and their comments, from the warehouse in
-        one query: of `tables`, or of every table in the schema (None). A table left out of the
-        answer does not exist."""
+        one query: of `tables` (not empty), or of every table in the schema (None), staged
+        tables left out. A table left out of the answer does not exist."""
         raise NotImplementedError
 
     @contextmanager
@@ -438,6 +438,8 @@ class PublishingIOManager(dg.ConfigurableIOManager):
             yield session
 
     def _schema(self, session: Any, table: str) -> PublishedSchema:
+        """In a held session, from the schema read at its first look (`_schemas`), after reading
+        again every table forgotten since (`_stale`) if `table` is one; elsewhere, read now."""
         if session is not self._held:
             return self.read_schemas(session, [table]).get(table) or PublishedSchema.absent()
         if self._schemas is None:

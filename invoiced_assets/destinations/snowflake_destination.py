@@ -275,8 +275,6 @@ class InvoicedSnowflakeIOManager(PublishingIOManager):
     def read_schemas(
         self, session: Any, tables: Sequence[str] | None
     ) -> dict[str, PublishedSchema]:
-        if tables is not None and not tables:
-            return {}
         schema = f"{object_name(self.database)}.information_schema"
         stored = [warehouse_name(table) for table in tables or []]
         only = "" if tables is None else f" and c.table_name in ({', '.join('%s' for _ in stored)})"
@@ -291,7 +289,9 @@ class InvoicedSnowflakeIOManager(PublishingIOManager):
         return schemas_by_table(
             (api_name(table), api_name(name), _field_type(data_type, scale), comment, table_comment)
             for table, name, data_type, scale, comment, table_comment in rows
-            if not table.startswith(STAGING_PREFIX)  # this run's staged tables, beside them
+            # Not this run's staged tables, beside them, nor a table another tool named so that
+            # it would read as one of ours (a quoted "invoices" beside INVOICES).
+            if not table.startswith(STAGING_PREFIX) and warehouse_name(api_name(table)) == table
         )
 
     def clear_staging(self) -> None:
