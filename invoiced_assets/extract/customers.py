@@ -3,6 +3,7 @@ ids of this run's customers read or of a walk of their own, and the check that a
 customer was "not found" is not believed."""
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,9 @@ class CustomerIds:
 
 def customer_listings(
     client: InvoicedClient, plan: "ReadPlan", customers: CustomerIds
-) -> tuple[list[tuple[Listing, dict[str, Any]]], CustomerRead]:
-    """One listing per customer (and per variant) for a per-customer object."""
+) -> tuple[Iterator[tuple[Listing, dict[str, Any]]], int, CustomerRead]:
+    """One listing per customer (and per variant) for a per-customer object, made as it is
+    taken from the iterator; and how many there are."""
     if plan.updated_after is not None:
         # Only customers changed since the cursor: their listings are read again whole.
         changed = CustomerRead.walk(client, plan.updated_after)
@@ -73,12 +75,12 @@ def customer_listings(
     else:
         changed = customers.result()
     column = plan.obj.customer_column
-    listings = [
+    listings = (
         (client.object_listing(plan.obj.name, customer=customer, params=variant), {column: customer})
         for customer in sorted(changed.ids, key=str)
         for variant in plan.obj.list_variants
-    ]  # fmt: skip
-    return listings, changed
+    )  # fmt: skip
+    return listings, len(changed.ids) * len(plan.obj.list_variants), changed
 
 
 # How many of the skipped customers are looked up before every listing skipped is believed.

@@ -9,8 +9,7 @@ pages. What runs side by side are separate listings of the object: its date wind
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from invoiced_assets.extract.customers import (
     check_not_all_skipped,
     customer_listings,
 )
+from invoiced_assets.extract.side_by_side import ListingsTally, run_side_by_side
 from invoiced_assets.extract.windows import date_windows
 from invoiced_assets.tables.batches import BatchDirectory
 from invoiced_assets.tables.shaping import ObjectShaper, ShapedTable
@@ -71,25 +71,14 @@ class Extraction:
         return self.plan.obj
 
 
-def _merge_stats(name: str, listings: list[Listing], elapsed: float) -> ListingStats:
-    merged = ListingStats(listing=name, elapsed_seconds=elapsed)
-    # A listing with no page answered is one of a deleted customer (404): it counts nothing.
-    totals = [listing.stats.total_count for listing in listings if listing.stats.pages]
-    merged.total_count = None if None in totals else sum(t for t in totals if t is not None)
-    for listing in listings:
-        for attribute in ("pages", "records", "requests", "retries", "rate_limited"):
-            setattr(
-                merged, attribute, getattr(merged, attribute) + getattr(listing.stats, attribute)
-            )
-        merged.bytes_received += listing.stats.bytes_received
-    return merged
-
-
 class _Progress:
-    """Logs a listing's progress at most every PROGRESS_LOG_INTERVAL_SECONDS."""
+    """Logs an object's progress at most every PROGRESS_LOG_INTERVAL_SECONDS."""
 
-    def __init__(self, name: str, listings: list[Listing], page_size: int, log: Callable) -> None:
-        self._name, self._listings, self._page_size, self._log = name, listings, page_size, log
+    def __init__(
+        self, name: str, tally: ListingsTally, count: int, page_size: int, log: Callable
+    ) -> None:
+        self._name, self._tally, self._count = name, tally, count
+        self._page_size, self._log = page_size, log
         self._started = self._last = time.monotonic()
         self._lock = threading.Lock()
 
@@ -99,15 +88,14 @@ class _Progress:
             if now - self._last < PROGRESS_LOG_INTERVAL_SECONDS:
                 return
             self._last = now
-        stats = _merge_stats(self._name, self._listings, now - self._started)
-        started = sum(1 for listing in self._listings if listing.stats.pages)
+        stats, started = self._tally.snapshot(now - self._started)
         self._log(
             _progress_line(
                 self._name,
                 stats,
                 self._page_size,
                 now - self._started,
-                listings=(started, len(self._listings)),
+                listings=(started, self._count),
             )
         )
 
@@ -179,9 +167,10 @@ def extract_object(
     started = time.monotonic()
     planning = ListingStats(obj.endpoint)
     read_customers: CustomerRead | None = None
+    listings: Iterable[tuple[Listing, dict[str, Any]]]
     if obj.per_customer:
         assert customers is not None
-        listings, read_customers = customer_listings(client, plan, customers)
+        listings, count, read_customers = customer_listings(client, plan, customers)
     else:
         listings = []
         for variant in obj.list_variants:
@@ -202,11 +191,11 @@ def extract_object(
                 )
                 for start, end in windows
             ]
+        count = len(listings)
     shaper = ObjectShaper(obj, plan.tables, batches=batches)
     shaper_lock = threading.Lock()
-    progress = _Progress(
-        obj.name, [listing for listing, _ in listings], client.settings.page_size, log
-    )
+    tally = ListingsTally(obj.endpoint)
+    progress = _Progress(obj.name, tally, count, client.settings.page_size, log)
     stop = threading.Event()
     keep = _page_filter(plan, stop)
     failed = threading.Event()  # a listing of this object failed: the others stop
@@ -242,21 +231,21 @@ def extract_object(
             if stop.is_set():
                 break
 
-    if len(listings) == 1:
-        walk(*listings[0])
-    elif listings:
-        workers = min(len(listings), max(2, client.settings.max_in_flight))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"{obj.name}-listing") as pool:
-            futures = [pool.submit(walk, *listing) for listing in listings]
-        errors = [error for future in futures if (error := future.exception()) is not None]
-        if errors:
-            # The failure itself, rather than the cancellations of its siblings it caused.
-            raise next((e for e in errors if not isinstance(e, ExtractionCancelled)), errors[0])
-    if obj.per_customer:
-        check_not_all_skipped(client, obj, skipped, len(listings))
-    stats = _merge_stats(
-        obj.endpoint, [listing for listing, _ in listings], time.monotonic() - started
+    workers = min(count, max(2, client.settings.max_in_flight))
+    errors = run_side_by_side(
+        listings,
+        walk,
+        workers=workers,
+        tally=tally,
+        stopped=lambda: failed.is_set() or (cancelled is not None and cancelled.is_set()),
+        thread_name_prefix=f"{obj.name}-listing",
     )
+    if errors:
+        # The failure itself, rather than the cancellations of its siblings it caused.
+        raise next((e for e in errors if not isinstance(e, ExtractionCancelled)), errors[0])
+    if obj.per_customer:
+        check_not_all_skipped(client, obj, skipped, count)
+    stats, _ = tally.snapshot(time.monotonic() - started)
     stats.requests += planning.requests
     if not obj.per_customer:
         # The whole listing (every variant), whatever part of it was read.
