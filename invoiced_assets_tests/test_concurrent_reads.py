@@ -7,7 +7,9 @@ Proves:
 - The client says how long its oldest request has waited (on a fake clock).
 - A rejected key starts no other object. A consumer that stops early (the step failed, or the
   run was terminated) stops every listing before its next request: once the generator is
-  closed, every listing thread has ended and no request follows.
+  closed, every listing thread has ended and no request follows. A cancellation between two
+  per-customer listings, with none under way, still fails the object rather than leaving the
+  listings not yet made out of it.
 """
 
 import threading
@@ -24,6 +26,7 @@ from invoiced_assets.api.errors import InvoicedAuthenticationError
 from invoiced_assets.catalogue import get_object
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.extract import listings, pace
+from invoiced_assets.extract.customers import CustomerIds
 from invoiced_assets.extract.listings import ReadPlan
 from invoiced_assets.extract.scheduling import extract_concurrently
 
@@ -172,3 +175,38 @@ def test_objects_start_while_the_consumer_is_busy_with_the_last_one(
         assert at_once.most == 1
         rest = list(extractions)
     assert row_counts([first, *rest])
+
+
+def test_a_cancellation_between_listings_is_not_taken_for_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cancelled = threading.Event()
+    original = listings.run_side_by_side
+
+    def cancelled_after_three_walks(made: Any, walk: Any, *, stopped: Any, **kwargs: Any) -> Any:
+        ended, asked = threading.Semaphore(0), 0
+
+        def counted_walk(*args: Any) -> None:
+            walk(*args)
+            ended.release()
+
+        def stop() -> bool:
+            nonlocal asked
+            asked += 1
+            if asked == 4:  # three listings made: once their walks end, the run is cancelled
+                for _ in range(3):
+                    assert ended.acquire(timeout=60)
+                cancelled.set()
+            return stopped()
+
+        return original(made, counted_walk, stopped=stop, **kwargs)
+
+    monkeypatch.setattr(listings, "run_side_by_side", cancelled_after_three_walks)
+    with EmulatorServer(scale=0.2, seed=4, api_key=API_KEY) as server:
+        client = client_for(server.url)
+        customers = CustomerIds(client, from_customers_read=False)
+        assert server.truth()["customers"] > 10
+        with pytest.raises(listings.ExtractionCancelled):
+            listings.extract_object(
+                client, plans_for("contacts")[0], cancelled=cancelled, customers=customers
+            )

@@ -243,6 +243,7 @@ def extract_object(
     if errors:
         # The failure itself, rather than the cancellations of its siblings it caused.
         raise next((e for e in errors if not isinstance(e, ExtractionCancelled)), errors[0])
+    stop_if_cancelled()  # set between two walks, it left listings unmade: none is complete
     if obj.per_customer:
         check_not_all_skipped(client, obj, skipped, count)
     stats, _ = tally.snapshot(time.monotonic() - started)
