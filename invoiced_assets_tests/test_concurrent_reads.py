@@ -187,8 +187,10 @@ def test_a_cancellation_between_listings_is_not_taken_for_the_end(
         ended, asked = threading.Semaphore(0), 0
 
         def counted_walk(*args: Any) -> None:
-            walk(*args)
-            ended.release()
+            try:
+                walk(*args)
+            finally:
+                ended.release()
 
         def stop() -> bool:
             nonlocal asked

@@ -39,10 +39,11 @@ def test_listings_are_made_as_threads_free_up_not_all_at_once() -> None:
             ended += 1
 
     tally = ListingsTally("/customers/{id}/contacts")
-    errors = run_side_by_side(
+    errors, every_listing_made = run_side_by_side(
         made(), walk, workers=workers, tally=tally, stopped=lambda: False, thread_name_prefix="t"
     )
-    assert errors == [] and ended == count
+    assert errors == [] and every_listing_made and ended == count
+    assert not tally._live  # each listing let go as it ended
     assert max(held) <= workers * (1 + QUEUED_PER_WORKER)
     stats, started = tally.snapshot(1.0)
     assert (stats.pages, stats.records, stats.requests, stats.total_count) == (200, 400, 200, 400)
@@ -70,7 +71,7 @@ def test_no_listing_is_made_after_one_failed() -> None:
             raise RuntimeError("403 Forbidden")
         failed.wait()  # the others are under way, or queued, when the first one fails
 
-    errors = run_side_by_side(
+    errors, every_listing_made = run_side_by_side(
         made(),
         walk,
         workers=workers,
@@ -78,7 +79,7 @@ def test_no_listing_is_made_after_one_failed() -> None:
         stopped=failed.is_set,
         thread_name_prefix="t",
     )
-    assert [str(error) for error in errors] == ["403 Forbidden"]
+    assert [str(error) for error in errors] == ["403 Forbidden"] and not every_listing_made
     # Those already made when it failed, and not one more.
     assert made_count == room
 
@@ -90,7 +91,7 @@ def test_one_listing_is_walked_in_the_callers_thread() -> None:
         threads.append(threading.current_thread())
         raise ValueError("bad page")
 
-    errors = run_side_by_side(
+    errors, _ = run_side_by_side(
         [(FakeListing(0), {})],
         walk,
         workers=1,
@@ -118,3 +119,36 @@ def test_the_tally_counts_listings_under_way_and_ignores_deleted_customers_count
     tally.begin(unknown)
     tally.end(unknown)
     assert tally.snapshot(2.0)[0].total_count is None  # one listing sent no count: none is known
+
+
+def test_a_listing_that_cannot_be_made_stops_those_queued() -> None:
+    started: list[int] = []
+    third_let_go = threading.Event()
+
+    class Tally(ListingsTally):
+        def end(self, listing: Listing) -> None:
+            super().end(listing)
+            if listing.number == 2:  # type: ignore[attr-defined]
+                third_let_go.set()
+
+    def made():
+        for number in range(3):
+            yield FakeListing(number), {}
+        raise KeyError("contacts")  # e.g. the catalogue has no such object
+
+    def walk(listing: Listing, extra: dict[str, Any]) -> None:
+        started.append(listing.number)  # type: ignore[attr-defined]
+        # The two under way end only once the third, queued, is let go without being walked
+        # (if it were walked instead, it would be once one of them gave up waiting).
+        third_let_go.wait(timeout=10)
+
+    tally = Tally("/x")
+    try:
+        run_side_by_side(
+            made(), walk, workers=2, tally=tally, stopped=lambda: False, thread_name_prefix="t"
+        )
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("the error making a listing was not raised")
+    assert sorted(started) == [0, 1] and not tally._live

@@ -232,7 +232,7 @@ def extract_object(
                 break
 
     workers = min(count, max(2, client.settings.max_in_flight))
-    errors = run_side_by_side(
+    errors, every_listing_made = run_side_by_side(
         listings,
         walk,
         workers=workers,
@@ -243,7 +243,8 @@ def extract_object(
     if errors:
         # The failure itself, rather than the cancellations of its siblings it caused.
         raise next((e for e in errors if not isinstance(e, ExtractionCancelled)), errors[0])
-    stop_if_cancelled()  # set between two walks, it left listings unmade: none is complete
+    if not every_listing_made:
+        stop_if_cancelled()  # set between two walks, it left listings unmade: not complete
     if obj.per_customer:
         check_not_all_skipped(client, obj, skipped, count)
     stats, _ = tally.snapshot(time.monotonic() - started)

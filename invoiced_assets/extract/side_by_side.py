@@ -75,11 +75,11 @@ def run_side_by_side(
     tally: ListingsTally,
     stopped: Callable[[], bool],
     thread_name_prefix: str,
-) -> list[BaseException]:
+) -> tuple[list[BaseException], bool]:
     """Walk every listing on `workers` threads, making each only when a thread is nearly free.
 
     No listing is made once `stopped()` says so (a sibling failed, or the run was cancelled).
-    Returns the errors the walks raised.
+    Returns the errors the walks raised, and whether every listing was made.
     """
     errors: list[BaseException] = []
     if workers <= 1:  # one listing (or none): walked in the caller's thread
@@ -89,28 +89,38 @@ def run_side_by_side(
                 walk(listing, extra)
             except BaseException as error:
                 errors.append(error)
-                break
+                return errors, False
             finally:
                 tally.end(listing)
-        return errors
+        return errors, True
     queued = threading.BoundedSemaphore(workers * (1 + QUEUED_PER_WORKER))
 
     def walked(listing: Listing, future: Future) -> None:
-        tally.end(listing)
-        if (error := future.exception()) is not None:
-            errors.append(error)
-        queued.release()
+        try:
+            if not future.cancelled() and (error := future.exception()) is not None:
+                errors.append(error)
+            tally.end(listing)
+        finally:
+            queued.release()  # whatever happened, or the next listing would wait for ever
 
     made: Iterator[tuple[Listing, dict[str, Any]]] = iter(listings)
+    every_listing_made = False
     with ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix) as pool:
-        while True:
-            queued.acquire()
-            item = None if stopped() else next(made, None)
-            if item is None:
-                queued.release()
-                break
-            listing, extra = item
-            tally.begin(listing)
-            future = pool.submit(walk, listing, extra)
-            future.add_done_callback(lambda f, listing=listing: walked(listing, f))
-    return errors
+        try:
+            while True:
+                queued.acquire()
+                if stopped():
+                    break
+                item = next(made, None)
+                if item is None:
+                    every_listing_made = True
+                    break
+                listing, extra = item
+                tally.begin(listing)
+                future = pool.submit(walk, listing, extra)
+                future.add_done_callback(lambda f, listing=listing: walked(listing, f))
+        except BaseException:
+            # Making a listing failed: those queued are not started (those under way end).
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return errors, every_listing_made  # read once every walk has ended
