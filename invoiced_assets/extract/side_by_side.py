@@ -7,6 +7,7 @@ folded into the object's as it ends: memory stays the same whatever the number o
 no further listing is even made.
 """
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,19 +44,12 @@ class ListingsTally:
     def snapshot(self, elapsed: float) -> tuple[ListingStats, int]:
         """The figures so far (every listing ended or under way), and how many answered."""
         with self._lock:
-            stats = _copy(self._total)
+            stats = dataclasses.replace(self._total)
             for listing in self._live:
                 _fold(stats, listing.stats)
             started = self._started + sum(1 for listing in self._live if listing.stats.pages)
         stats.elapsed_seconds = elapsed
         return stats, started
-
-
-def _copy(stats: ListingStats) -> ListingStats:
-    copy = ListingStats(listing=stats.listing, total_count=stats.total_count)
-    for attribute in _COUNTED:
-        setattr(copy, attribute, getattr(stats, attribute))
-    return copy
 
 
 def _fold(total: ListingStats, stats: ListingStats) -> None:
