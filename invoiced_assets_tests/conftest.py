@@ -63,10 +63,12 @@ def fresh_emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A Dagster instance of the test's own (SQLite in its temporary folder): cursors and row
-    counts survive from one run to the next."""
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+    """A Dagster instance of the test's own, in memory: cursors and row counts survive from one
+    run to the next. Its event log is Dagster's SQL event storage on an in-memory SQLite
+    database, the same queries as the on-disk one without a new engine and a commit per event
+    (about 8 ms each, most of a sync's time in tests). The CLI, `dagster dev`, pool and
+    schedule tests use on-disk SQLite instances of their own."""
+    with dg.DagsterInstance.ephemeral() as instance:
         yield instance
 
 

@@ -78,6 +78,13 @@ def add_run(
     return run.run_id
 
 
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """An on-disk SQLite instance: a schedule's context needs one it can refer to."""
+    with sqlite_instance(tmp_path / "home", None) as instance:
+        yield instance
+
+
 def evaluate_schedule(instance: dg.DagsterInstance) -> Any:
     prefix = [assets.KEY_PREFIX]
     schedule = schedules.build_sync_schedule(schedules.build_sync_job(prefix), 6, prefix)
