@@ -6,11 +6,14 @@ Proves: every record once at page sizes 1, 7 and 100 (and past offset 10,000); t
 the key never shows in logs, errors or reprs; settings are validated; proxies and CA bundle are
 taken from the environment. The in-flight limit halves once per burst of 429s and grows back by
 one per `limit` answers, between one and its ceiling; a key crowded by other integrations lowers
-it, and every record still arrives.
+it, and every record still arrives. A freed slot goes to a request already waiting, the next
+page of a walk under way before a new listing's first, and a listing asks for its pages after
+the first as continuing.
 """
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +388,84 @@ def test_the_in_flight_limit_halves_on_a_burst_of_429s_and_grows_back() -> None:
         with limit.slot() as outcome:
             outcome.rate_limited = True
     assert limit.limit == 1, "never below one"
+
+
+def until(condition: Callable[[], bool]) -> None:
+    """Wait for `condition` (a thread reaching a state), failing after a generous bound."""
+    for _ in range(20_000):
+        if condition():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError("the condition never held")
+
+
+def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, bool]]) -> list[str]:
+    """With the limit's only slot held, queue `requests` (name, continuing) one by one, then free
+    the slot: the names in the order they were given it. No timing: each request is queued
+    (`waiting`) before the next is made."""
+    order: list[str] = []
+    holder = limit.slot()
+    holder.__enter__()
+
+    def request(name: str, continuing: bool) -> None:
+        with limit.slot(continuing=continuing):
+            order.append(name)
+
+    threads = []
+    for queued, (name, continuing) in enumerate(requests, start=1):
+        threads.append(threading.Thread(target=request, args=(name, continuing)))
+        threads[-1].start()
+        until(lambda queued=queued: limit.waiting == queued)
+    holder.__exit__(None, None, None)
+    for thread in threads:
+        thread.join(timeout=10)
+    return order
+
+
+def test_a_freed_slot_goes_to_the_next_page_of_a_walk_first() -> None:
+    """One slot: new listings queued first, then next pages; each class keeps its order."""
+    limit = InFlightLimit(1)
+    order = granted_in_order(
+        limit,
+        [("contacts 1", False), ("contacts 2", False), ("notes p2", True), ("invoices p5", True)],
+    )
+    assert order == ["notes p2", "invoices p5", "contacts 1", "contacts 2"]
+    assert limit.waiting == 0
+
+
+def test_a_freed_slot_goes_to_a_waiting_request_not_to_the_next_to_ask() -> None:
+    """The holder frees its slot and asks again at once: the request already waiting goes
+    first (a thread that keeps asking cannot keep the slot to itself)."""
+    limit = InFlightLimit(1)
+    order: list[str] = []
+    waiting = threading.Thread(target=lambda: _hold_once(limit, order, "waiting"))
+    with limit.slot():
+        waiting.start()
+        until(lambda: limit.waiting == 1)
+    _hold_once(limit, order, "asked again")
+    waiting.join(timeout=10)
+    assert order == ["waiting", "asked again"]
+
+
+def _hold_once(limit: InFlightLimit, order: list[str], name: str) -> None:
+    with limit.slot():
+        order.append(name)
+
+
+def test_a_listing_asks_for_its_later_pages_as_continuing(emulator: EmulatorServer) -> None:
+    """The walk's first request starts a listing; every next page continues it."""
+    asked: list[bool] = []
+
+    class Recording(InFlightLimit):
+        def slot(self, *, continuing: bool = False):  # type: ignore[override]
+            asked.append(continuing)
+            return super().slot(continuing=continuing)
+
+    client = fast_client(emulator.url, page_size=7)
+    client.in_flight = Recording(4)
+    pages = list(client.listing("/credit_notes", {}))
+    assert len(pages) >= 3
+    assert asked == [False] + [True] * (len(asked) - 1)
 
 
 def test_a_crowded_key_lowers_the_limit_and_every_record_still_arrives(

@@ -178,13 +178,21 @@ class InvoicedClient:
             return path_or_url
         return self.settings.base_url + path_or_url
 
-    def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Fetched:
+    def get(
+        self,
+        path_or_url: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        continuing: bool = False,
+    ) -> Fetched:
         """GET and parse JSON, retrying transient failures; raise a typed error otherwise.
 
         The one retry policy is the settings' `RetryPolicy` (urllib3's `Retry`, driven here):
         it decides what is retried and how long to wait. An attempt holds an in-flight slot
         only while it is on the network; the waits between attempts hold none, so a
         rate-limited API neither looks slow (`waiting_seconds`) nor keeps slots from others.
+        `continuing`: the next page of a walk under way, given a slot before new listings
+        (`api.in_flight`).
         """
         url = self._url(path_or_url)
         path = urlsplit(url).path
@@ -193,7 +201,7 @@ class InvoicedClient:
         while True:
             attempts += 1
             try:
-                response, content = self._attempt(url, params)
+                response, content = self._attempt(url, params, continuing)
             except requests.RequestException as exc:
                 failure = ProtocolError(describe_connection_error(exc))
                 retry = self._retry_or_raise(retry, url, failure, attempts)
@@ -216,10 +224,12 @@ class InvoicedClient:
                 failure = ProtocolError("the body was not valid JSON")
                 retry = self._retry_or_raise(retry, url, failure, attempts, response)
 
-    def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, bytes]:
+    def _attempt(
+        self, url: str, params: Mapping[str, Any] | None, continuing: bool
+    ) -> tuple[Any, bytes]:
         """One request, in flight from sending it to the end of its body."""
         token = next(self._tokens)
-        with self.in_flight.slot() as outcome:
+        with self.in_flight.slot(continuing=continuing) as outcome:
             self._started[token] = time.monotonic()
             try:
                 response = self._session().get(

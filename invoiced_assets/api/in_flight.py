@@ -9,12 +9,20 @@ in flight together, halves the limit once, not once per answer.
 """
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 class InFlightLimit:
-    """At most `limit` requests at once, for every client of one API host in the process."""
+    """At most `limit` requests at once, for every client of one API host in the process.
+
+    A freed slot goes to a waiting request, never to whoever asks next, and a request that
+    continues a walk (a listing's next page) goes before one that starts a listing. A long
+    listing's pages must come one after another, so each one kept waiting behind thousands of
+    one-page listings (a customer's contacts) lengthens the whole read; those fill the slots
+    the walks leave free instead.
+    """
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
@@ -22,28 +30,54 @@ class InFlightLimit:
         self._in_flight = 0
         self._generation = 0  # how many times the limit was lowered
         self._answered_since_change = 0
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._continuing: deque[_Waiter] = deque()
+        self._starting: deque[_Waiter] = deque()
 
     @property
     def times_lowered(self) -> int:
         """How many times a burst of 429s has lowered the limit."""
         return self._generation
 
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for a slot."""
+        with self._lock:
+            return len(self._continuing) + len(self._starting)
+
     @contextmanager
-    def slot(self) -> Iterator["SlotOutcome"]:
-        """Hold a slot for one request; mark the outcome `rate_limited` on a 429."""
-        with self._condition:
-            while self._in_flight >= self.limit:
-                self._condition.wait()
-            self._in_flight += 1
+    def slot(self, *, continuing: bool = False) -> Iterator["SlotOutcome"]:
+        """Hold a slot for one request; mark the outcome `rate_limited` on a 429.
+
+        `continuing`: the request is the next page of a walk under way (served first)."""
+        with self._lock:
+            if self._in_flight < self.limit and not (self._continuing or self._starting):
+                self._in_flight += 1
+            else:
+                self._wait_for_slot(self._continuing if continuing else self._starting)
             outcome = SlotOutcome(self._generation)
         try:
             yield outcome
         finally:
             self._release(outcome)
 
+    def _wait_for_slot(self, queue: "deque[_Waiter]") -> None:
+        """Wait (holding `_lock`) until a release hands this request a slot."""
+        waiter = _Waiter(self._lock)
+        queue.append(waiter)
+        try:
+            while not waiter.granted:
+                waiter.condition.wait()
+        except BaseException:  # interrupted while waiting: give the slot, or the place, back
+            if waiter.granted:
+                self._in_flight -= 1
+                self._hand_over()
+            else:
+                queue.remove(waiter)
+            raise
+
     def _release(self, outcome: "SlotOutcome") -> None:
-        with self._condition:
+        with self._lock:
             self._in_flight -= 1
             if outcome.rate_limited:
                 # Requests started before the last decrease saw the old limit: ignored.
@@ -56,10 +90,28 @@ class InFlightLimit:
                 if self._answered_since_change >= self.limit:
                     self.limit += 1
                     self._answered_since_change = 0
-                    self._condition.notify()  # one more slot
-            # One request may start in the slot freed (waking every waiting thread to find that
-            # out cost measurable CPU with dozens of listing threads).
-            self._condition.notify()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give free slots to waiting requests, continuing walks first (holding `_lock`).
+
+        Only the requests given a slot are woken: waking every waiting thread to find out cost
+        measurable CPU with dozens of listing threads."""
+        while self._in_flight < self.limit and (self._continuing or self._starting):
+            waiter = (self._continuing or self._starting).popleft()
+            self._in_flight += 1
+            waiter.granted = True
+            waiter.condition.notify()
+
+
+class _Waiter:
+    """A request waiting for a slot."""
+
+    __slots__ = ("condition", "granted")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.condition = threading.Condition(lock)
+        self.granted = False
 
 
 class SlotOutcome:

@@ -87,7 +87,8 @@ class Listing:
         params: Mapping[str, Any] | None = self.params
         try:
             while url:
-                fetched = self._client.get(url, params)
+                # Pages after the first go before new listings: they are the walk's only way on.
+                fetched = self._client.get(url, params, continuing=self.stats.pages > 0)
                 page = fetched.body
                 if not isinstance(page, list):
                     raise InvoicedAPIError(
