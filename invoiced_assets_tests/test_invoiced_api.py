@@ -6,9 +6,9 @@ Proves: every record once at page sizes 1, 7 and 100 (and past offset 10,000); t
 the key never shows in logs, errors or reprs; settings are validated; proxies and CA bundle are
 taken from the environment. The in-flight limit halves once per burst of 429s and grows back by
 one per `limit` answers, between one and its ceiling; a key crowded by other integrations lowers
-it, and every record still arrives. A freed slot goes to a request already waiting, the next
-page of a walk under way before a new listing's first, and a listing asks for its pages after
-the first as continuing.
+it, and every record still arrives. A freed slot goes to a request already waiting: the
+customers' pages first (the per-customer listings wait for them), then the next pages of walks
+under way, then new listings' first pages, each in the order asked.
 """
 
 import logging
@@ -30,7 +30,7 @@ from invoiced_assets.api.errors import (
     InvoicedNotFoundError,
     InvoicedRateLimitError,
 )
-from invoiced_assets.api.in_flight import InFlightLimit
+from invoiced_assets.api.in_flight import InFlightLimit, Rank
 from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.emulator.server import ApiError
@@ -399,21 +399,21 @@ def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never held")
 
 
-def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, bool]]) -> list[str]:
-    """With the limit's only slot held, queue `requests` (name, continuing) one by one, then free
+def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, Rank]]) -> list[str]:
+    """With the limit's only slot held, queue `requests` (name, rank) one by one, then free
     the slot: the names in the order they were given it. No timing: each request is queued
     (`waiting`) before the next is made."""
     order: list[str] = []
     holder = limit.slot()
     holder.__enter__()
 
-    def request(name: str, continuing: bool) -> None:
-        with limit.slot(continuing=continuing):
+    def request(name: str, rank: Rank) -> None:
+        with limit.slot(rank):
             order.append(name)
 
     threads = []
-    for queued, (name, continuing) in enumerate(requests, start=1):
-        threads.append(threading.Thread(target=request, args=(name, continuing)))
+    for queued, (name, rank) in enumerate(requests, start=1):
+        threads.append(threading.Thread(target=request, args=(name, rank)))
         threads[-1].start()
         until(lambda queued=queued: limit.waiting == queued)
     holder.__exit__(None, None, None)
@@ -422,14 +422,21 @@ def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, bool]]) -> 
     return order
 
 
-def test_a_freed_slot_goes_to_the_next_page_of_a_walk_first() -> None:
-    """One slot: new listings queued first, then next pages; each class keeps its order."""
+def test_a_freed_slot_goes_by_rank_then_in_the_order_asked() -> None:
+    """One slot: new listings queued first, then next pages, then the customers' next page;
+    the customers go first, then the next pages, then the new listings, each in its order."""
     limit = InFlightLimit(1)
     order = granted_in_order(
         limit,
-        [("contacts 1", False), ("contacts 2", False), ("notes p2", True), ("invoices p5", True)],
+        [
+            ("contacts 1", Rank.STARTING),
+            ("contacts 2", Rank.STARTING),
+            ("notes p2", Rank.CONTINUING),
+            ("invoices p5", Rank.CONTINUING),
+            ("customers p9", Rank.AWAITED),
+        ],
     )
-    assert order == ["notes p2", "invoices p5", "contacts 1", "contacts 2"]
+    assert order == ["customers p9", "notes p2", "invoices p5", "contacts 1", "contacts 2"]
     assert limit.waiting == 0
 
 
@@ -452,20 +459,23 @@ def _hold_once(limit: InFlightLimit, order: list[str], name: str) -> None:
         order.append(name)
 
 
-def test_a_listing_asks_for_its_later_pages_as_continuing(emulator: EmulatorServer) -> None:
-    """The walk's first request starts a listing; every next page continues it."""
-    asked: list[bool] = []
+def test_a_listing_ranks_its_pages(emulator: EmulatorServer) -> None:
+    """A walk's first request starts a listing and every next page continues it; every page of
+    the customers (the per-customer listings wait for them) is awaited."""
+    asked: list[Rank] = []
 
     class Recording(InFlightLimit):
-        def slot(self, *, continuing: bool = False):  # type: ignore[override]
-            asked.append(continuing)
-            return super().slot(continuing=continuing)
+        def slot(self, rank: Rank = Rank.STARTING):  # type: ignore[override]
+            asked.append(rank)
+            return super().slot(rank)
 
     client = fast_client(emulator.url, page_size=7)
     client.in_flight = Recording(4)
-    pages = list(client.listing("/credit_notes", {}))
-    assert len(pages) >= 3
-    assert asked == [False] + [True] * (len(asked) - 1)
+    assert len(list(client.object_listing("credit_notes"))) >= 3
+    assert asked == [Rank.STARTING] + [Rank.CONTINUING] * (len(asked) - 1)
+    asked.clear()
+    assert len(list(client.object_listing("customers"))) >= 3
+    assert set(asked) == {Rank.AWAITED}
 
 
 def test_a_crowded_key_lowers_the_limit_and_every_record_still_arrives(

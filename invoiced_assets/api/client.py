@@ -33,10 +33,10 @@ from invoiced_assets.api.errors import (
     error_for,
     failure_error,
 )
-from invoiced_assets.api.in_flight import shared_limit
+from invoiced_assets.api.in_flight import Rank, shared_limit
 from invoiced_assets.api.listing import LinkHeaderPaginator, Listing
 from invoiced_assets.api.retry import RetryPolicy
-from invoiced_assets.catalogue import get_object
+from invoiced_assets.catalogue import CUSTOMERS, get_object
 
 ENVIRONMENT_URLS: Mapping[str, str] = {
     "production": "https://api.invoiced.com",
@@ -183,7 +183,7 @@ class InvoicedClient:
         path_or_url: str,
         params: Mapping[str, Any] | None = None,
         *,
-        continuing: bool = False,
+        rank: Rank = Rank.STARTING,
     ) -> Fetched:
         """GET and parse JSON, retrying transient failures; raise a typed error otherwise.
 
@@ -191,8 +191,7 @@ class InvoicedClient:
         it decides what is retried and how long to wait. An attempt holds an in-flight slot
         only while it is on the network; the waits between attempts hold none, so a
         rate-limited API neither looks slow (`waiting_seconds`) nor keeps slots from others.
-        `continuing`: the next page of a walk under way, given a slot before new listings
-        (`api.in_flight`).
+        `rank`: which waiting request a freed slot goes to first (`api.in_flight.Rank`).
         """
         url = self._url(path_or_url)
         path = urlsplit(url).path
@@ -201,7 +200,7 @@ class InvoicedClient:
         while True:
             attempts += 1
             try:
-                response, content = self._attempt(url, params, continuing)
+                response, content = self._attempt(url, params, rank)
             except requests.RequestException as exc:
                 failure = ProtocolError(describe_connection_error(exc))
                 retry = self._retry_or_raise(retry, url, failure, attempts)
@@ -224,12 +223,10 @@ class InvoicedClient:
                 failure = ProtocolError("the body was not valid JSON")
                 retry = self._retry_or_raise(retry, url, failure, attempts, response)
 
-    def _attempt(
-        self, url: str, params: Mapping[str, Any] | None, continuing: bool
-    ) -> tuple[Any, bytes]:
+    def _attempt(self, url: str, params: Mapping[str, Any] | None, rank: Rank) -> tuple[Any, bytes]:
         """One request, in flight from sending it to the end of its body."""
         token = next(self._tokens)
-        with self.in_flight.slot(continuing=continuing) as outcome:
+        with self.in_flight.slot(rank) as outcome:
             self._started[token] = time.monotonic()
             try:
                 response = self._session().get(
@@ -276,15 +273,21 @@ class InvoicedClient:
     # -- Listings -----------------------------------------------------------------------------
 
     def listing(
-        self, endpoint: str, params: Mapping[str, Any] | None = None, *, sliced: bool = True
+        self,
+        endpoint: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        sliced: bool = True,
+        awaited: bool = False,
     ) -> Listing:
         """A walk over every record of `endpoint` (e.g. "/invoices") with `params`.
 
         `sliced=False`: the service sends every record on every page (payment sources), so the
-        walk stops after the first page, whatever its `Link` header says.
+        walk stops after the first page, whatever its `Link` header says. `awaited`: other
+        listings wait for this one, whose requests go first (`api.in_flight.Rank`).
         """
         params = {"per_page": self.settings.page_size, **(params or {})}
-        return Listing(self, endpoint, params, sliced=sliced)
+        return Listing(self, endpoint, params, sliced=sliced, awaited=awaited)
 
     def object_listing(
         self,
@@ -316,7 +319,10 @@ class InvoicedClient:
         for name, value in (filters or {}).items():
             query[f"filter[{name}]"] = value
         query.update(params or {})
-        return self.listing(obj.list_endpoint(customer), query, sliced=obj.sliced_pages)
+        # The per-customer listings wait for the customers' ids: their walk goes first.
+        return self.listing(
+            obj.list_endpoint(customer), query, sliced=obj.sliced_pages, awaited=obj is CUSTOMERS
+        )
 
     def get_record(self, object_name: str, record_id: int | str) -> dict[str, Any]:
         """One record by id (`GET /<endpoint>/<id>`)."""

@@ -8,20 +8,28 @@ increase, multiplicative decrease, as TCP does). One burst of 429s, from request
 in flight together, halves the limit once, not once per answer.
 """
 
+import enum
 import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class Rank(enum.IntEnum):
+    """Which waiting request a freed slot goes to first (the lowest rank)."""
+
+    AWAITED = 0  # a page of a walk other listings wait for (the customers: their ids)
+    CONTINUING = 1  # the next page of a walk under way
+    STARTING = 2  # the first page of a listing
+
+
 class InFlightLimit:
     """At most `limit` requests at once, for every client of one API host in the process.
 
-    A freed slot goes to a waiting request, never to whoever asks next, and a request that
-    continues a walk (a listing's next page) goes before one that starts a listing. A long
-    listing's pages must come one after another, so each one kept waiting behind thousands of
-    one-page listings (a customer's contacts) lengthens the whole read; those fill the slots
-    the walks leave free instead.
+    A freed slot goes to a waiting request, never to whoever asks next: by `Rank`, then in the
+    order they asked. A long listing's pages must come one after another, so each one kept
+    waiting behind thousands of one-page listings (a customer's contacts) lengthens the whole
+    read; those fill the slots the walks leave free instead.
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -31,8 +39,7 @@ class InFlightLimit:
         self._generation = 0  # how many times the limit was lowered
         self._answered_since_change = 0
         self._lock = threading.Lock()
-        self._continuing: deque[_Waiter] = deque()
-        self._starting: deque[_Waiter] = deque()
+        self._waiting: tuple[deque[_Waiter], ...] = tuple(deque() for _ in Rank)
 
     @property
     def times_lowered(self) -> int:
@@ -43,18 +50,16 @@ class InFlightLimit:
     def waiting(self) -> int:
         """How many requests are waiting for a slot."""
         with self._lock:
-            return len(self._continuing) + len(self._starting)
+            return sum(len(queue) for queue in self._waiting)
 
     @contextmanager
-    def slot(self, *, continuing: bool = False) -> Iterator["SlotOutcome"]:
-        """Hold a slot for one request; mark the outcome `rate_limited` on a 429.
-
-        `continuing`: the request is the next page of a walk under way (served first)."""
+    def slot(self, rank: Rank = Rank.STARTING) -> Iterator["SlotOutcome"]:
+        """Hold a slot for one request; mark the outcome `rate_limited` on a 429."""
         with self._lock:
-            if self._in_flight < self.limit and not (self._continuing or self._starting):
+            if self._in_flight < self.limit and not any(self._waiting):
                 self._in_flight += 1
             else:
-                self._wait_for_slot(self._continuing if continuing else self._starting)
+                self._wait_for_slot(self._waiting[rank])
             outcome = SlotOutcome(self._generation)
         try:
             yield outcome
@@ -93,12 +98,12 @@ class InFlightLimit:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give free slots to waiting requests, continuing walks first (holding `_lock`).
+        """Give free slots to waiting requests, by rank (holding `_lock`).
 
         Only the requests given a slot are woken: waking every waiting thread to find out cost
         measurable CPU with dozens of listing threads."""
-        while self._in_flight < self.limit and (self._continuing or self._starting):
-            waiter = (self._continuing or self._starting).popleft()
+        while self._in_flight < self.limit and (queue := next(filter(None, self._waiting), None)):
+            waiter = queue.popleft()
             self._in_flight += 1
             waiter.granted = True
             waiter.condition.notify()

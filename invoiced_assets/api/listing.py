@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from invoiced_assets.api.errors import InvoicedAPIError
+from invoiced_assets.api.in_flight import Rank
 
 if TYPE_CHECKING:
     from invoiced_assets.api.client import Fetched, InvoicedClient
@@ -64,7 +65,8 @@ class ListingStats:
 class Listing:
     """Every page of one listing, fetched strictly in order by following `next` links.
 
-    Iterate for pages (lists of records); `stats` is filled in as the walk goes.
+    Iterate for pages (lists of records); `stats` is filled in as the walk goes. `awaited`:
+    other listings wait for this one (its pages are given slots first).
     """
 
     def __init__(
@@ -74,11 +76,13 @@ class Listing:
         params: Mapping[str, Any],
         *,
         sliced: bool = True,
+        awaited: bool = False,
     ) -> None:
         self._client = client
         self.endpoint = endpoint
         self.params = dict(params)
         self.sliced = sliced
+        self.awaited = awaited
         self.stats = ListingStats(listing=endpoint)
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
@@ -87,8 +91,7 @@ class Listing:
         params: Mapping[str, Any] | None = self.params
         try:
             while url:
-                # Pages after the first go before new listings: they are the walk's only way on.
-                fetched = self._client.get(url, params, continuing=self.stats.pages > 0)
+                fetched = self._client.get(url, params, rank=self._rank())
                 page = fetched.body
                 if not isinstance(page, list):
                     raise InvoicedAPIError(
@@ -108,6 +111,12 @@ class Listing:
                     yield page
         finally:
             self.stats.elapsed_seconds = time.monotonic() - started
+
+    def _rank(self) -> Rank:
+        """Pages after the first go before new listings: they are the walk's only way on."""
+        if self.awaited:
+            return Rank.AWAITED
+        return Rank.CONTINUING if self.stats.pages else Rank.STARTING
 
     def _count(self, fetched: "Fetched", page: list[Any]) -> None:
         stats = self.stats
