@@ -7,8 +7,8 @@ the key never shows in logs, errors or reprs; settings are validated; proxies an
 taken from the environment. The in-flight limit halves once per burst of 429s and grows back by
 one per `limit` answers, between one and its ceiling; a key crowded by other integrations lowers
 it, and every record still arrives. A freed slot goes to a request already waiting: the
-customers' pages first (the per-customer listings wait for them), then the next pages of walks
-under way, then new listings' first pages, each in the order asked.
+customers' pages first (the per-customer listings wait for them), then other walks' pages, then
+the per-customer listings, each in the order asked.
 """
 
 import logging
@@ -423,16 +423,17 @@ def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, Rank]]) -> 
 
 
 def test_a_freed_slot_goes_by_rank_then_in_the_order_asked() -> None:
-    """One slot: new listings queued first, then next pages, then the customers' next page;
-    the customers go first, then the next pages, then the new listings, each in its order."""
+    """One slot: per-customer listings queued first, then walks' pages, then the customers'
+    page; the customers go first, then the walks, then the per-customer listings, each in the
+    order asked."""
     limit = InFlightLimit(1)
     order = granted_in_order(
         limit,
         [
-            ("contacts 1", Rank.STARTING),
-            ("contacts 2", Rank.STARTING),
-            ("notes p2", Rank.CONTINUING),
-            ("invoices p5", Rank.CONTINUING),
+            ("contacts 1", Rank.PER_CUSTOMER),
+            ("contacts 2", Rank.PER_CUSTOMER),
+            ("notes p2", Rank.WALK),
+            ("invoices p5", Rank.WALK),
             ("customers p9", Rank.AWAITED),
         ],
     )
@@ -459,23 +460,27 @@ def _hold_once(limit: InFlightLimit, order: list[str], name: str) -> None:
         order.append(name)
 
 
-def test_a_listing_ranks_its_pages(emulator: EmulatorServer) -> None:
-    """A walk's first request starts a listing and every next page continues it; every page of
-    the customers (the per-customer listings wait for them) is awaited."""
+def test_each_listing_ranks_its_pages(emulator: EmulatorServer) -> None:
+    """Every page of the customers is awaited (the per-customer listings wait for them), of a
+    customer's contacts per-customer, and of any other listing a walk's."""
     asked: list[Rank] = []
 
     class Recording(InFlightLimit):
-        def slot(self, rank: Rank = Rank.STARTING):  # type: ignore[override]
+        def slot(self, rank: Rank = Rank.WALK):  # type: ignore[override]
             asked.append(rank)
             return super().slot(rank)
 
     client = fast_client(emulator.url, page_size=7)
     client.in_flight = Recording(4)
-    assert len(list(client.object_listing("credit_notes"))) >= 3
-    assert asked == [Rank.STARTING] + [Rank.CONTINUING] * (len(asked) - 1)
-    asked.clear()
-    assert len(list(client.object_listing("customers"))) >= 3
-    assert set(asked) == {Rank.AWAITED}
+    customer = emulator.records("customers")[0]["id"]
+    for name, customer_listed, rank in [
+        ("credit_notes", None, Rank.WALK),
+        ("customers", None, Rank.AWAITED),
+        ("contacts", customer, Rank.PER_CUSTOMER),
+    ]:
+        asked.clear()
+        list(client.object_listing(name, customer=customer_listed))
+        assert asked and set(asked) == {rank}, name
 
 
 def test_a_crowded_key_lowers_the_limit_and_every_record_still_arrives(

@@ -36,7 +36,7 @@ from invoiced_assets.api.errors import (
 from invoiced_assets.api.in_flight import Rank, shared_limit
 from invoiced_assets.api.listing import LinkHeaderPaginator, Listing
 from invoiced_assets.api.retry import RetryPolicy
-from invoiced_assets.catalogue import CUSTOMERS, get_object
+from invoiced_assets.catalogue import CUSTOMERS, InvoicedObject, get_object
 
 ENVIRONMENT_URLS: Mapping[str, str] = {
     "production": "https://api.invoiced.com",
@@ -183,7 +183,7 @@ class InvoicedClient:
         path_or_url: str,
         params: Mapping[str, Any] | None = None,
         *,
-        rank: Rank = Rank.STARTING,
+        rank: Rank = Rank.WALK,
     ) -> Fetched:
         """GET and parse JSON, retrying transient failures; raise a typed error otherwise.
 
@@ -278,16 +278,16 @@ class InvoicedClient:
         params: Mapping[str, Any] | None = None,
         *,
         sliced: bool = True,
-        awaited: bool = False,
+        rank: Rank = Rank.WALK,
     ) -> Listing:
         """A walk over every record of `endpoint` (e.g. "/invoices") with `params`.
 
         `sliced=False`: the service sends every record on every page (payment sources), so the
-        walk stops after the first page, whatever its `Link` header says. `awaited`: other
-        listings wait for this one, whose requests go first (`api.in_flight.Rank`).
+        walk stops after the first page, whatever its `Link` header says. `rank`: which waiting
+        request a freed in-flight slot goes to first (`api.in_flight.Rank`).
         """
         params = {"per_page": self.settings.page_size, **(params or {})}
-        return Listing(self, endpoint, params, sliced=sliced, awaited=awaited)
+        return Listing(self, endpoint, params, sliced=sliced, rank=rank)
 
     def object_listing(
         self,
@@ -319,9 +319,8 @@ class InvoicedClient:
         for name, value in (filters or {}).items():
             query[f"filter[{name}]"] = value
         query.update(params or {})
-        # The per-customer listings wait for the customers' ids: their walk goes first.
         return self.listing(
-            obj.list_endpoint(customer), query, sliced=obj.sliced_pages, awaited=obj is CUSTOMERS
+            obj.list_endpoint(customer), query, sliced=obj.sliced_pages, rank=_rank(obj)
         )
 
     def get_record(self, object_name: str, record_id: int | str) -> dict[str, Any]:
@@ -355,3 +354,11 @@ class ConnectionCheck:
             f"Connected to {self.base_url}: the API key works and the account has {count}"
             f" customers ({self.seconds:.2f}s)."
         )
+
+
+def _rank(obj: InvoicedObject) -> Rank:
+    """The customers' walk goes first (the per-customer listings wait for their ids), and the
+    per-customer listings last (thousands of one-page listings fill the slots walks leave)."""
+    if obj is CUSTOMERS:
+        return Rank.AWAITED
+    return Rank.PER_CUSTOMER if obj.per_customer else Rank.WALK

@@ -19,8 +19,8 @@ class Rank(enum.IntEnum):
     """Which waiting request a freed slot goes to first (the lowest rank)."""
 
     AWAITED = 0  # a page of a walk other listings wait for (the customers: their ids)
-    CONTINUING = 1  # the next page of a walk under way
-    STARTING = 2  # the first page of a listing
+    WALK = 1  # a page of any other listing of the account
+    PER_CUSTOMER = 2  # one customer's listing (contacts, payment sources): thousands, short
 
 
 class InFlightLimit:
@@ -28,8 +28,9 @@ class InFlightLimit:
 
     A freed slot goes to a waiting request, never to whoever asks next: by `Rank`, then in the
     order they asked. A long listing's pages must come one after another, so each one kept
-    waiting behind thousands of one-page listings (a customer's contacts) lengthens the whole
-    read; those fill the slots the walks leave free instead.
+    waiting behind thousands of one-page per-customer listings lengthens the whole read; those
+    fill the slots the walks leave free instead. Among walks, the order asked keeps them all
+    moving (date windows end together, leaving no slot idle at the end).
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -53,7 +54,7 @@ class InFlightLimit:
             return sum(len(queue) for queue in self._waiting)
 
     @contextmanager
-    def slot(self, rank: Rank = Rank.STARTING) -> Iterator["SlotOutcome"]:
+    def slot(self, rank: Rank = Rank.WALK) -> Iterator["SlotOutcome"]:
         """Hold a slot for one request; mark the outcome `rate_limited` on a 429."""
         with self._lock:
             if self._in_flight < self.limit and not any(self._waiting):

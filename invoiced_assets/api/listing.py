@@ -65,8 +65,8 @@ class ListingStats:
 class Listing:
     """Every page of one listing, fetched strictly in order by following `next` links.
 
-    Iterate for pages (lists of records); `stats` is filled in as the walk goes. `awaited`:
-    other listings wait for this one (its pages are given slots first).
+    Iterate for pages (lists of records); `stats` is filled in as the walk goes. `rank`: which
+    waiting request a freed in-flight slot goes to first (`api.in_flight.Rank`).
     """
 
     def __init__(
@@ -76,13 +76,13 @@ class Listing:
         params: Mapping[str, Any],
         *,
         sliced: bool = True,
-        awaited: bool = False,
+        rank: Rank = Rank.WALK,
     ) -> None:
         self._client = client
         self.endpoint = endpoint
         self.params = dict(params)
         self.sliced = sliced
-        self.awaited = awaited
+        self.rank = rank
         self.stats = ListingStats(listing=endpoint)
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
@@ -91,7 +91,7 @@ class Listing:
         params: Mapping[str, Any] | None = self.params
         try:
             while url:
-                fetched = self._client.get(url, params, rank=self._rank())
+                fetched = self._client.get(url, params, rank=self.rank)
                 page = fetched.body
                 if not isinstance(page, list):
                     raise InvoicedAPIError(
@@ -111,12 +111,6 @@ class Listing:
                     yield page
         finally:
             self.stats.elapsed_seconds = time.monotonic() - started
-
-    def _rank(self) -> Rank:
-        """Pages after the first go before new listings: they are the walk's only way on."""
-        if self.awaited:
-            return Rank.AWAITED
-        return Rank.CONTINUING if self.stats.pages else Rank.STARTING
 
     def _count(self, fetched: "Fetched", page: list[Any]) -> None:
         stats = self.stats
