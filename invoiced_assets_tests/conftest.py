@@ -2,9 +2,10 @@
 
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import dagster as dg
 import pytest
@@ -13,6 +14,7 @@ from invoiced_assets.api import InvoicedClient, InvoicedResource
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 
 API_KEY = "test-key-0123456789abcdef"
+T = TypeVar("T")
 
 
 # Where tests' temporary folders go (`tmp_path`): a RAM-backed folder where the machine has one,
@@ -62,7 +64,7 @@ def fresh_emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def instance() -> Iterator[dg.DagsterInstance]:
     """A Dagster instance of the test's own, in memory: cursors and row counts survive from one
     run to the next. Its event log is Dagster's SQL event storage on an in-memory SQLite
     database, the same queries as the on-disk one without a new engine and a commit per event
@@ -127,3 +129,17 @@ def execute_checks_alone(
         instance=instance,
         raise_on_error=False,
     )
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 120, interval: float = 0.1
+) -> T:
+    """Poll `probe` until it returns something other than None or False (a thread or process
+    reaching a state); fail after `timeout`, generous: only reached when something is wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)

@@ -13,7 +13,6 @@ the per-customer listings, each in the order asked.
 
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from invoiced_assets.catalogue import CATALOGUE
 from invoiced_assets.emulator import EmulatorServer, FaultConfig
 from invoiced_assets.emulator.server import ApiError
 
-from .conftest import API_KEY, fast_client, fast_resource
+from .conftest import API_KEY, fast_client, fast_resource, wait_for
 
 # Objects whose every record is in one listing (not per customer, no archived variant), events
 # aside (its own test: it is the longest listing).
@@ -390,15 +389,6 @@ def test_the_in_flight_limit_halves_on_a_burst_of_429s_and_grows_back() -> None:
     assert limit.limit == 1, "never below one"
 
 
-def until(condition: Callable[[], bool]) -> None:
-    """Wait for `condition` (a thread reaching a state), failing after a generous bound."""
-    for _ in range(20_000):
-        if condition():
-            return
-        threading.Event().wait(0.001)
-    raise AssertionError("the condition never held")
-
-
 def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, Rank]]) -> list[str]:
     """With the limit's only slot held, queue `requests` (name, rank) one by one, then free
     the slot: the names in the order they were given it. No timing: each request is queued
@@ -415,7 +405,7 @@ def granted_in_order(limit: InFlightLimit, requests: list[tuple[str, Rank]]) -> 
     for queued, (name, rank) in enumerate(requests, start=1):
         threads.append(threading.Thread(target=request, args=(name, rank)))
         threads[-1].start()
-        until(lambda queued=queued: limit.waiting == queued)
+        wait_for(f"{name} queued", lambda queued=queued: limit.waiting == queued, interval=0.001)
     holder.__exit__(None, None, None)
     for thread in threads:
         thread.join(timeout=10)
@@ -449,7 +439,7 @@ def test_a_freed_slot_goes_to_a_waiting_request_not_to_the_next_to_ask() -> None
     waiting = threading.Thread(target=lambda: _hold_once(limit, order, "waiting"))
     with limit.slot():
         waiting.start()
-        until(lambda: limit.waiting == 1)
+        wait_for("a request queued", lambda: limit.waiting == 1, interval=0.001)
     _hold_once(limit, order, "asked again")
     waiting.join(timeout=10)
     assert order == ["waiting", "asked again"]

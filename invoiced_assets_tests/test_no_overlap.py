@@ -20,14 +20,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -42,10 +41,9 @@ from invoiced_assets.settings import load_settings
 from invoiced_assets.sync import exclusivity
 from invoiced_assets.sync.exclusivity import POOL, SyncRun
 
-from .conftest import API_KEY, use_emulator
+from .conftest import API_KEY, use_emulator, wait_for
 
 PREFIX = (assets.KEY_PREFIX,)
-T = TypeVar("T")
 SELECTED = ("customers", "invoices")
 ONLY_SELECTED = ",".join(obj.name for obj in CATALOGUE if obj.name not in SELECTED)
 POOL_YAML = "concurrency:\n  pools:\n    default_limit: 1\n"
@@ -54,17 +52,6 @@ WAIT_SECONDS = 120  # generous: only reached when something is wrong
 NOT_FORWARDED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
 )
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    """Poll `probe` until it returns something other than None or False."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def add_run(
