@@ -4,7 +4,8 @@ These tests talk to the emulator over HTTP with plain `requests` (not the projec
 prove: Basic auth; pagination (`Link`, `X-Total-Count`, `per_page` clamping and omission);
 walking `next` returns every id exactly once; the server-side cursor refuses an un-walked page
 at offset 10,000 while a sequential walk passes it; hidden subscriptions; `include=applied_to`;
-strict `updated_after`; inclusive `start_date`/`end_date`; strict parameters on customers; that
+strict `updated_after`; inclusive `start_date`/`end_date`, whose windows split a listing and
+follow rows changed during a walk; strict parameters on customers; that
 every fault kind and the concurrency cap actually happen; that mutations change the ground truth
 and leave events (deletions, `transaction.*`); that records are shaped like the samples and
 consistent; that data is deterministic; and that the CLI starts, serves and stops on SIGTERM.
@@ -255,6 +256,50 @@ def test_start_and_end_date_are_inclusive(
     day = truth[42]["date"]
     listed = get(session, server, "/invoices", start_date=day, end_date=day).json()
     assert {record["id"] for record in listed} == {r["id"] for r in truth if r["date"] == day}
+
+
+@pytest.mark.parametrize(("listing", "field", "newest_first"), [("invoices", "date", False), ("events", "timestamp", True)])  # fmt: skip
+def test_date_windows_split_a_listing_by_date(
+    server: EmulatorServer, session: requests.Session, listing: str, field: str, newest_first: bool
+) -> None:
+    """Contiguous windows, walked page by page, give each record once, in its window, in the
+    listing's order, with each window's own X-Total-Count (the emulator's date index)."""
+    truth = server.records(listing)
+    dates = sorted(record[field] for record in truth)
+    third, two_thirds = dates[len(dates) // 3], dates[2 * len(dates) // 3]
+    windows = [(dates[0], third), (third + 1, two_thirds), (two_thirds + 1, dates[-1])]
+    seen: list[int] = []
+    for start, end in windows:
+        first = get(session, server, f"/{listing}", start_date=start, end_date=end, per_page=7)
+        records, _ = walk(session, first.url)
+        expected = sorted(
+            (r["id"] for r in truth if start <= r[field] <= end), reverse=newest_first
+        )
+        assert [record["id"] for record in records] == expected
+        assert int(first.headers["X-Total-Count"]) == len(expected)
+        seen += expected
+    assert sorted(seen) == sorted(record["id"] for record in truth)
+
+
+def test_a_date_window_walk_reads_the_rows_as_they_are_now(scratch: EmulatorServer) -> None:
+    """Rows inserted, updated or deleted during a windowed walk: the next pages continue from
+    the cursor over the rows as they are then, not over those matched when the walk began."""
+    http = requests.Session()
+    http.auth = (KEY, "")
+    start = min(record["date"] for record in scratch.records("invoices"))
+    window = {"start_date": start, "end_date": 2**31 - 1, "per_page": 5}
+    first = get(http, scratch, "/invoices", **window)
+    cursor = first.json()[-1]["id"]
+    total = int(first.headers["X-Total-Count"])
+    changed = scratch.mutate("invoices", insert=3, update=3, delete=3)
+    assert changed["inserted"] and changed["deleted"]
+    rest, pages = walk(http, first.links["next"]["url"])
+    live = sorted(
+        r["id"] for r in scratch.records("invoices") if start <= r["date"] and r["id"] > cursor
+    )
+    assert pages == -(-total // 5) - 1  # the count cached on page 1 decides the last page
+    assert [record["id"] for record in rest] == live[: len(rest)]
+    assert len(rest) == min(len(live), pages * 5)
 
 
 def test_filters_on_fields_metadata_and_related_to(

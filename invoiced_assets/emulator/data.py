@@ -417,9 +417,19 @@ class Table:
         self.ids: list[Any] = []
         self.rows: dict[Any, Row] = {}
         self.version = 0  # bumped by every change, so caches of derived orders can tell
+        self._by_date: tuple[int, list[Any], list[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def by_date(self) -> tuple[list[Any], list[Any]]:
+        """(dates, ids) of the rows that have a `date`, sorted by date: an index, as the
+        service's database has one, so that a date window does not scan the whole table.
+        Rebuilt after any change."""
+        if self._by_date is None or self._by_date[0] != self.version:
+            pairs = sorted((row.date, row.id) for row in self.rows.values() if row.date is not None)
+            self._by_date = (self.version, [d for d, _ in pairs], [i for _, i in pairs])
+        return self._by_date[1], self._by_date[2]
 
     def add(self, row: Row) -> None:
         """Store a row whose id is above every id so far."""

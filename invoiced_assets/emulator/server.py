@@ -25,6 +25,11 @@ Per-customer and per-invoice listings answer as the service's routes do:
   missing customer. Contacts and payment sources have no top-level listing; `/notes` and
   `/tasks` list every note and task.
 
+Every request chooses its rows under the dataset's one lock, so choosing them must be cheap, as
+a database's indexes make it for the service: a date window is read from the table's date index,
+and a walk's matching rows are kept per table version, each page sliced from them by cursor
+(scanning the table for every page held the lock for most of a run's walk of date windows).
+
 `/_emulator/*` is the unauthenticated control API (truth, records, mutations, faults, stats) for
 other processes; faults, latency and the concurrency cap never apply to it.
 """
@@ -48,7 +53,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import islice
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -313,6 +317,10 @@ class ListQuery:
     sort: list[tuple[str, bool]] = field(default_factory=list)  # (field, descending)
     predicates: list[Predicate] = field(default_factory=list)
     include_applied_to: bool = False
+    # start_date/end_date (inclusive, on `date`; 0: not given), answered from the table's date
+    # index rather than by a predicate on every row.
+    start_date: int = 0
+    end_date: int = 0
 
     @property
     def offset(self) -> int:
@@ -325,10 +333,16 @@ class ListQuery:
             return sort[0][1]
         return None
 
-    def predicate(self, listing: str) -> Callable[[Row], bool] | None:
-        if not self.predicates:
+    def predicate(self, listing: str, *, dates: bool = True) -> Callable[[Row], bool] | None:
+        """Whether a row matches (the date range included unless `dates` is False)."""
+        predicates = list(self.predicates)
+        start, end = self.start_date, self.end_date
+        if dates and start > 0:
+            predicates.append(lambda v: v.row.date is not None and v.row.date >= start)
+        if dates and end > 0:
+            predicates.append(lambda v: v.row.date is not None and v.row.date <= end)
+        if not predicates:
             return None
-        predicates = self.predicates
 
         def matches(row: Row) -> bool:
             view = RowView(listing, row)
@@ -386,7 +400,7 @@ def field_predicates(listing: str, params: dict[str, str]) -> list[Predicate]:
 
 
 def time_predicates(listing: str, params: dict[str, str]) -> list[Predicate]:
-    """updated_after/updated_before (strict) and start_date/end_date (inclusive, on `date`).
+    """updated_after/updated_before (strict; see `date_range` for start_date/end_date).
 
     The events route has no updated_* parameters, and the catalog's listings ignore them.
     """
@@ -397,13 +411,14 @@ def time_predicates(listing: str, params: dict[str, str]) -> list[Predicate]:
             predicates.append(lambda v: v.updated() > after)
         if before > 0:
             predicates.append(lambda v: v.updated() < before)
-    if listing in DATED_LISTINGS or listing == "events":  # events: on `timestamp`
-        start, end = php_int(params.get("start_date")), php_int(params.get("end_date"))
-        if start > 0:
-            predicates.append(lambda v: v.row.date is not None and v.row.date >= start)
-        if end > 0:
-            predicates.append(lambda v: v.row.date is not None and v.row.date <= end)
     return predicates
+
+
+def date_range(listing: str, params: dict[str, str]) -> tuple[int, int]:
+    """start_date and end_date (inclusive, on `date`; events: on `timestamp`), 0 when absent."""
+    if listing in DATED_LISTINGS or listing == "events":
+        return max(0, php_int(params.get("start_date"))), max(0, php_int(params.get("end_date")))
+    return 0, 0
 
 
 def subscription_predicates(params: dict[str, str]) -> list[Predicate]:
@@ -467,6 +482,7 @@ def parse_list_query(listing: str, params: dict[str, str]) -> ListQuery:
     query.page = max(1, php_int(params.get("page")))
     query.sort = parse_sort(listing, params.get("sort", ""))
     query.predicates = field_predicates(listing, params) + time_predicates(listing, params)
+    query.start_date, query.end_date = date_range(listing, params)
     if listing == "subscriptions":
         query.predicates += subscription_predicates(params)
     if listing in ARCHIVABLE_LISTINGS:
@@ -485,27 +501,18 @@ def parse_list_query(listing: str, params: dict[str, str]) -> ListQuery:
 # --------------------------------------------------------------------------------------------
 
 
-def scan(
-    table: Table, matches: Callable[[Row], bool] | None, descending: bool, after: int | None
-) -> Iterator[Row]:
-    """Rows by id (ascending or descending), strictly beyond the cursor `after` if given."""
-    ids, rows = table.ids, table.rows
-    if descending:
-        stop = bisect_left(ids, after) if after is not None else len(ids)
-        indexes: range = range(stop - 1, -1, -1)
+def matching_rows(listing: str, table: Table, query: ListQuery) -> list[Row]:
+    """Every row the query matches, by ascending id (a date range read from the date index)."""
+    if query.start_date > 0 or query.end_date > 0:
+        dates, ids = table.by_date()
+        low = bisect_left(dates, query.start_date) if query.start_date > 0 else 0
+        high = bisect_right(dates, query.end_date) if query.end_date > 0 else len(dates)
+        candidates = [table.rows[rid] for rid in sorted(ids[low:high])]
+        matches = query.predicate(listing, dates=False)
     else:
-        start = bisect_right(ids, after) if after is not None else 0
-        indexes = range(start, len(ids))
-    for index in indexes:
-        row = rows[ids[index]]
-        if matches is None or matches(row):
-            yield row
-
-
-def count(table: Table, matches: Callable[[Row], bool] | None) -> int:
-    if matches is None:
-        return len(table.ids)
-    return sum(1 for _row in scan(table, matches, False, None))
+        candidates = [table.rows[rid] for rid in table.ids]
+        matches = query.predicate(listing)
+    return candidates if matches is None else [row for row in candidates if matches(row)]
 
 
 def sort_key(value: Any) -> tuple[bool, Any]:
@@ -515,7 +522,7 @@ def sort_key(value: Any) -> tuple[bool, Any]:
 
 def sorted_rows(listing: str, table: Table, query: ListQuery) -> list[Row]:
     """Every matching row in `sort` order (ties by ascending id)."""
-    views = [RowView(listing, row) for row in scan(table, query.predicate(listing), False, None)]
+    views = [RowView(listing, row) for row in matching_rows(listing, table, query)]
     for name, descending in reversed(query.sort):
         views.sort(key=lambda v, n=name: sort_key(v.get(n)), reverse=descending)  # type: ignore[misc]
     return [view.row for view in views]
@@ -554,6 +561,9 @@ class Pager:
         # Sorted orders per walk and table version: a sorted walk sorts once, not once a page,
         # yet any change to the table makes the next page see live data, as offsets do.
         self.orders = TtlCache(64)
+        # The rows each walk matches, per table version: its pages slice them by cursor (as a
+        # database walks an index) instead of scanning the table again for every page.
+        self.matches = TtlCache(256)
 
     def page(
         self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...]
@@ -587,18 +597,37 @@ class Pager:
                 400, "You must retrieve all preceding page numbers before retrieving this page."
             )
         skip = 0 if cursor is not None else offset
-        rows = scan(table, query.predicate(listing), desc, cursor)
-        selected = list(islice(rows, skip, skip + query.per_page))
+        ids = self._matching(listing, table, query, walk)
+        if desc:  # ids below the cursor, highest first
+            stop = (bisect_left(ids, cursor) if cursor is not None else len(ids)) - skip
+            chosen = ids[max(0, stop - query.per_page) : max(0, stop)][::-1]
+        else:  # ids above the cursor, lowest first
+            start = (bisect_right(ids, cursor) if cursor is not None else 0) + skip
+            chosen = ids[start : start + query.per_page]
+        selected = [table.rows[rid] for rid in chosen]
         if selected:
             # The next page of this walk continues after this page's last id.
             self.cursors.put((walk, query.page * query.per_page), selected[-1].id)
         return selected
 
+    def _matching(
+        self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...]
+    ) -> list[Any]:
+        """The ids (ascending) of the rows the walk matches in the table as it is now."""
+        if query.predicate(listing) is None:
+            return table.ids  # every row (read under the lock, not kept)
+        key = (walk, table.version)
+        ids = self.matches.get(key)
+        if ids is None:
+            ids = [row.id for row in matching_rows(listing, table, query)]
+            self.matches.put(key, ids)
+        return ids
+
     def _total(self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...]) -> int:
         """Computed on page 1; later pages reuse the walk's count while it is cached."""
         total = self.totals.get(walk) if query.page > 1 else None
         if total is None:
-            total = count(table, query.predicate(listing))
+            total = len(self._matching(listing, table, query, walk))
             self.totals.put(walk, total)
         return total
 
