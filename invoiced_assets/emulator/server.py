@@ -333,16 +333,21 @@ class ListQuery:
             return sort[0][1]
         return None
 
-    def predicate(self, listing: str, *, dates: bool = True) -> Callable[[Row], bool] | None:
-        """Whether a row matches (the date range included unless `dates` is False)."""
-        predicates = list(self.predicates)
-        start, end = self.start_date, self.end_date
-        if dates and start > 0:
-            predicates.append(lambda v: v.row.date is not None and v.row.date >= start)
-        if dates and end > 0:
-            predicates.append(lambda v: v.row.date is not None and v.row.date <= end)
-        if not predicates:
+    @property
+    def dated(self) -> bool:
+        """Whether start_date or end_date narrows the rows (read from the date index)."""
+        return self.start_date > 0 or self.end_date > 0
+
+    @property
+    def matches_every_row(self) -> bool:
+        """Whether the query keeps every row of the table (no predicate, no date range)."""
+        return not self.predicates and not self.dated
+
+    def predicate(self, listing: str) -> Callable[[Row], bool] | None:
+        """Whether a row matches the predicates (the date range aside: see `matching_rows`)."""
+        if not self.predicates:
             return None
+        predicates = self.predicates
 
         def matches(row: Row) -> bool:
             view = RowView(listing, row)
@@ -503,15 +508,14 @@ def parse_list_query(listing: str, params: dict[str, str]) -> ListQuery:
 
 def matching_rows(listing: str, table: Table, query: ListQuery) -> list[Row]:
     """Every row the query matches, by ascending id (a date range read from the date index)."""
-    if query.start_date > 0 or query.end_date > 0:
-        dates, ids = table.by_date()
+    ids = table.ids
+    if query.dated:
+        dates, dated_ids = table.by_date()
         low = bisect_left(dates, query.start_date) if query.start_date > 0 else 0
         high = bisect_right(dates, query.end_date) if query.end_date > 0 else len(dates)
-        candidates = [table.rows[rid] for rid in sorted(ids[low:high])]
-        matches = query.predicate(listing, dates=False)
-    else:
-        candidates = [table.rows[rid] for rid in table.ids]
-        matches = query.predicate(listing)
+        ids = sorted(dated_ids[low:high])
+    candidates = [table.rows[rid] for rid in ids]
+    matches = query.predicate(listing)
     return candidates if matches is None else [row for row in candidates if matches(row)]
 
 
@@ -614,8 +618,8 @@ class Pager:
         self, listing: str, table: Table, query: ListQuery, walk: tuple[Any, ...]
     ) -> list[Any]:
         """The ids (ascending) of the rows the walk matches in the table as it is now."""
-        if query.predicate(listing) is None:
-            return table.ids  # every row (read under the lock, not kept)
+        if query.matches_every_row:
+            return table.ids  # read under the lock, not kept
         key = (walk, table.version)
         ids = self.matches.get(key)
         if ids is None:
