@@ -47,15 +47,9 @@ def project_rate(url: str, in_flight: int) -> tuple[int, float]:
 
 def bare_rate(url: str, threads: int) -> tuple[int, float]:
     """(requests, seconds) of one contacts request per customer, on `threads` bare sessions."""
-    customers, page = [], 1
-    while True:
-        body = requests.get(
-            f"{url}/customers", params={"page": page}, auth=(full_load.API_KEY, ""), timeout=60
-        ).json()
-        if not body:
-            break
-        customers += [customer["id"] for customer in body]
-        page += 1
+    customers = [
+        customer["id"] for customer in full_load.emulator_json(url, "/_emulator/records/customers")
+    ]
     work, lock = iter(customers * 2), threading.Lock()
 
     def fetch() -> None:
