@@ -2,9 +2,13 @@
 
 Every object of the catalogue, and every child table unnested from it, is its own asset
 (`invoiced/<table>`): separately visible, selectable and materializable, with its data-quality
-checks (`checks`) and a freshness policy from the sync frequency. They share one step so that
-listings are read concurrently by threads (see `extract.scheduling`), and a child table is produced by
-the same read as its parent. Selecting a subset reads only the listings it needs.
+checks (`checks`) and a freshness policy from the sync frequency. A versioned table's history
+(`<table>_history`, INVOICED_HISTORY) is part of its table's asset: the two are written in one
+transaction, so one materialization records both, and the history's check is the table's.
+
+They share one step so that listings are read concurrently by threads (see
+`extract.scheduling`), and a child table is produced by the same read as its parent. Selecting a
+subset reads only the listings it needs.
 """
 
 from collections.abc import Iterator, Sequence
@@ -37,8 +41,8 @@ class TableAsset:
     obj: InvoicedObject
     child: ChildTable | None = None
     key_prefix: tuple[str, ...] = (KEY_PREFIX,)
-    # A history table (`<table>_history`, INVOICED_HISTORY): the table it versions.
-    history_of: str | None = None
+    # Every version of its rows is kept in `<table>_history` (INVOICED_HISTORY).
+    versioned: bool = False
 
     @property
     def key(self) -> dg.AssetKey:
@@ -54,26 +58,31 @@ class TableAsset:
 
     @property
     def check_names(self) -> list[str]:
-        if self.history_of is not None:
-            return list(history.HISTORY_CHECKS)
         return checks.check_names_for(
-            is_child=self.child is not None, has_customer=self.refers_to_customers
+            is_child=self.child is not None,
+            has_customer=self.refers_to_customers,
+            versioned=self.versioned,
         )
 
     @property
+    def history_table(self) -> str:
+        return history.history_table(self.table)
+
+    @property
     def description(self) -> str:
-        """The table's description: the asset's, and the warehouse's table comment."""
-        if self.history_of is not None:
-            return (
-                f"Every version of `{self.history_of}`'s rows (INVOICED_HISTORY): valid from"
-                " `valid_from` until `valid_to` (null while current). "
-                + table_comment(self.obj, self.child)
-            )
-        return table_comment(self.obj, self.child)
+        """The asset's description: the warehouse's table comment, and where its history is."""
+        comment = table_comment(self.obj, self.child)
+        if not self.versioned:
+            return comment
+        return (
+            f"{comment} Every version of its rows is kept in `{self.history_table}`"
+            " (INVOICED_HISTORY), written in the same transaction: valid from `valid_from` until"
+            " `valid_to` (null while current)."
+        )
 
     def history_spec(self) -> history.HistorySpec:
-        """How the published table is versioned in its history table (this one, or its)."""
-        obj, child, table = self.obj, self.child, self.history_of or self.table
+        """How the published table is versioned in its history table."""
+        obj, child, table = self.obj, self.child, self.table
         if child is not None:
             return history.HistorySpec(
                 table,
@@ -96,26 +105,19 @@ def table_assets(
     key_prefix: Sequence[str] = (KEY_PREFIX,),
     versioned: frozenset[str] = frozenset(),
 ) -> list[TableAsset]:
-    """Every table of `catalogue`, and the history tables of the objects in `versioned`."""
+    """Every table of `catalogue`; those of the objects in `versioned` keep their history."""
     prefix = tuple(key_prefix)
     tables: list[TableAsset] = []
     for obj in catalogue:
-        own = [TableAsset(obj.name, obj, key_prefix=prefix)]
-        own += [TableAsset(child.name, obj, child, prefix) for child in obj.children]
-        tables += own
-        if obj.name in versioned:
-            tables += [
-                TableAsset(history.history_table(t.table), obj, t.child, prefix, t.table)
-                for t in own
-            ]
+        kept = obj.name in versioned
+        tables.append(TableAsset(obj.name, obj, key_prefix=prefix, versioned=kept))
+        tables += [TableAsset(c.name, obj, c, prefix, versioned=kept) for c in obj.children]
     return tables
 
 
-def column_schema(table: TableAsset, spelling: Any) -> dg.TableSchema:
-    """The Columns table of the UI, described: a history table's adds its version columns."""
+def history_column_schema(table: TableAsset, spelling: Any) -> dg.TableSchema:
+    """The history table's columns, described: the table's, then its version columns."""
     documented = documented_schema(table.obj, table.child, spelling)
-    if table.history_of is None:
-        return documented
     meta = [
         dg.TableColumn(
             spelling.stored_column(name) if spelling else name,
@@ -157,9 +159,17 @@ def build_invoiced_assets(
             description=t.description,
             metadata={
                 # The Columns table of the UI, described, before the first materialization.
-                "dagster/column_schema": column_schema(t, spelling),
+                "dagster/column_schema": documented_schema(t.obj, t.child, spelling),
                 "primary_key": ", ".join(t.primary_key),
                 "invoiced_endpoint": t.obj.endpoint,
+                **(
+                    {
+                        "invoiced/history_table": t.history_table,
+                        "invoiced/history_column_schema": history_column_schema(t, spelling),
+                    }
+                    if t.versioned
+                    else {}
+                ),
             },
             tags={"invoiced/object": t.obj.name},
             freshness_policy=freshness_policy(frequency_hours),

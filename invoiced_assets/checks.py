@@ -12,6 +12,8 @@ their own, they audit the published tables. These functions decide from the figu
 | `customer_references_resolve`  | objects naming a customer   | warning  | a customer id is unknown          |
 | `no_row_count_collapse`        | all                         | error    | rows fell below a share of the    |
 |                                |                             |          | previous load (e.g. 0 after 5,000)|
+| `history_versions_consistent`  | versioned (INVOICED_HISTORY)| error    | `<table>_history` disagrees with  |
+|                                |                             |          | the table, or its versions overlap|
 
 Error checks are blocking: an object whose tables fail one is not published (every table keeps
 its last good copy) and the run fails; a warning never blocks.
@@ -158,33 +160,27 @@ DECLARATIONS = {
 }
 
 
-# History tables' checks (INVOICED_HISTORY), evaluated in the publishing transaction: one that
-# fails rolls the object back (see `destinations.history`).
-DECLARATIONS |= {
-    "one_current_version_per_key": CheckDeclaration(
-        "one_current_version_per_key",
-        dg.AssetCheckSeverity.ERROR,
-        "No record has more than one current version.",
-    ),
-    "no_overlapping_versions": CheckDeclaration(
-        "no_overlapping_versions",
-        dg.AssetCheckSeverity.ERROR,
-        "A record's versions follow one another: each ends before the next begins, and only"
-        " the last is open.",
-    ),
-    "current_versions_match_table": CheckDeclaration(
-        "current_versions_match_table",
-        dg.AssetCheckSeverity.ERROR,
-        "The current versions are exactly the published table's rows, column for column.",
-    ),
-}
+# A versioned table's history check (INVOICED_HISTORY), evaluated in the publishing transaction:
+# one that fails rolls the object back (see `destinations.history`).
+HISTORY_CHECK = "history_versions_consistent"
+DECLARATIONS[HISTORY_CHECK] = CheckDeclaration(
+    HISTORY_CHECK,
+    dg.AssetCheckSeverity.ERROR,
+    "The table's `<table>_history` (INVOICED_HISTORY) agrees with it: no record has more than one"
+    " current version (`one_current_version_per_key`); a record's versions follow one another,"
+    " each ending before the next begins and only the last open (`no_overlapping_versions`);"
+    " the current versions are exactly the published rows, column for column"
+    " (`current_versions_match_table`). Each figure is the count of offending rows.",
+)
 
 
-def check_names_for(*, is_child: bool, has_customer: bool) -> list[str]:
+def check_names_for(*, is_child: bool, has_customer: bool, versioned: bool = False) -> list[str]:
     names = [PRIMARY_KEY, COLLAPSE]
     names.append(PARENT_REFERENCES if is_child else ROW_COUNT)
     if has_customer and not is_child:
         names.append(CUSTOMER_REFERENCES)
+    if versioned:
+        names.append(HISTORY_CHECK)
     return names
 
 

@@ -7,7 +7,9 @@ contacts), with a sync after each round, full and incremental, on DuckDB and on 
 - at each mutation's moment between two syncs, the same holds for every record that changed at
   most once in between (a sync cannot see a state that lived and died between two syncs);
 - the history checks pass, a sync of an unchanged account opens no version, and the history
-  tables are published with their tables: a failed check (a lost current version, found by the
+  tables are published with their tables and recorded by their one materialization (a table
+  selected alone writes its history and says so; its unselected children get neither): a
+  failed check (a lost current version, found by the
   count of current versions; a second current version of a record the run changed) publishes
   neither the table nor its history; the checks executed on their own (the UI's "Execute")
   check every record and find a version damaged since;
@@ -29,8 +31,9 @@ import duckdb
 import pytest
 
 from invoiced_assets.catalogue import CATALOGUE, EVENTS
+from invoiced_assets.checks import HISTORY_CHECK
 from invoiced_assets.component import build_definitions
-from invoiced_assets.destinations.history import HISTORY_CHECKS
+from invoiced_assets.destinations.history import HISTORY_INVARIANTS
 from invoiced_assets.emulator import EmulatorServer
 from invoiced_assets.settings import SettingsError, load_settings
 
@@ -89,9 +92,10 @@ def sync(instance: dg.DagsterInstance, mode: str = "full") -> dg.ExecuteInProces
 
 
 def history_metadata(result: dg.ExecuteInProcessResult, label: str) -> dict[str, Any]:
-    """One metadata value of each materialization that has it (the history tables'), by table."""
+    """One metadata value of each materialization that has it (the versioned tables'), by the
+    history table it describes."""
     return {
-        m.asset_key.path[-1]: m.metadata[label].value
+        f"{m.asset_key.path[-1]}_history": m.metadata[label].value
         for m in result.asset_materializations_for_node("invoiced_tables")
         if label in m.metadata
     }
@@ -223,8 +227,11 @@ def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    history = [e for e in evaluations if e.check_name in HISTORY_CHECKS]
+    history = [e for e in evaluations if e.check_name == HISTORY_CHECK]
     assert history and all(e.passed for e in history)
+    for evaluation in history:
+        figures = {i: evaluation.metadata[i].value for i in HISTORY_INVARIANTS}
+        assert figures == dict.fromkeys(HISTORY_INVARIANTS, 0), figures
 
 
 @pytest.mark.parametrize("mode", ["full", "incremental"])
@@ -330,9 +337,20 @@ def test_history_settings_are_checked() -> None:
     with pytest.raises(SettingsError, match="append-only"):
         load_settings({"INVOICED_HISTORY": "events"})
     defs = build_definitions(load_settings({"INVOICED_HISTORY": "payments"}))
-    tables = {k.path[-1] for k in defs.resolve_all_asset_keys()}
-    assert {"payments_history", "payment_applications_history"} <= tables
-    assert "invoices_history" not in tables
+    # A history is part of its table's asset (one materialization records both): no asset of
+    # its own, one check on the table's.
+    assert not [k for k in defs.resolve_all_asset_keys() if k.path[-1].endswith("_history")]
+    specs = {s.key.path[-1]: s for s in defs.resolve_all_asset_specs()}
+    assert specs["payment_applications"].metadata["invoiced/history_table"] == (
+        "payment_applications_history"
+    )
+    assert "invoiced/history_table" not in specs["invoices"].metadata
+    checked = {
+        k.asset_key.path[-1]
+        for k in defs.resolve_asset_graph().asset_check_keys
+        if k.name == HISTORY_CHECK
+    }
+    assert checked == {"payments", "payment_applications"}
 
 
 @contextmanager
@@ -598,47 +616,79 @@ def test_a_refund_named_transaction_is_no_credit_balance_adjustment() -> None:
 def test_a_line_items_backfill_waits_for_its_invoices(
     invoices_only: EmulatorServer, instance: dg.DagsterInstance
 ) -> None:
-    """A child's history selected without its parent's is synced, but its backfill is skipped
-    and says why: its cut-off is its parent's first version."""
+    """A child table selected without its parent is synced with its history, but its backfill
+    is skipped and says why: its cut-off is its parent's first version."""
     config = {"ops": {"invoiced_tables": {"config": {"history_backfill": True}}}}
     job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
     result = job.execute_in_process(
         instance=instance,
         run_config=config,
-        asset_selection=[dg.AssetKey(["invoiced", "invoice_line_items_history"])],
+        asset_selection=[dg.AssetKey(["invoiced", "invoice_line_items"])],
     )
     (items,) = result.asset_materializations_for_node("invoiced_tables")
     assert items.metadata["invoiced/versions_backfilled"].value == 0
-    assert "invoices_history" in items.metadata["invoiced/backfill_skipped"].value
+    assert "only with invoices," in items.metadata["invoiced/backfill_skipped"].value
+    assert items.metadata["invoiced/history_rows"].value > 0
+
+
+def test_a_table_selected_alone_records_its_history_in_its_materialization(
+    invoices_only: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """Selecting `invoices` alone writes `invoices_history` and says so in the one
+    materialization it records (rows, versions opened, where); the line items, not selected,
+    get neither a table nor a history, and their next sync compares every record."""
+    job = build_definitions(load_settings()).resolve_job_def("invoiced_sync")
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(["invoiced", "invoices"])]
+    )
+    (invoices,) = result.asset_materializations_for_node("invoiced_tables")
+    assert_checks_passed(result)
+    with reading(tmp_path / "warehouse.duckdb") as warehouse:
+        rows = warehouse.execute("select count(*) from invoiced.invoices_history").fetchone()[0]
+        tables = {
+            t
+            for (t,) in warehouse.execute(
+                "select table_name from duckdb_tables() where schema_name = 'invoiced'"
+            ).fetchall()
+        }
+    assert rows == len(invoices_only.records("invoices")) > 0
+    assert invoices.metadata["invoiced/history_rows"].value == rows
+    assert invoices.metadata["invoiced/versions_opened"].value == rows
+    assert invoices.metadata["invoiced/history_table"].value.endswith("invoices_history")
+    assert not {"invoice_line_items", "invoice_line_items_history"} & tables
+    assert compared(sync(instance, "incremental"))["invoice_line_items_history"] == "every record"
 
 
 def test_history_checks_executed_on_their_own_check_every_record(
     invoices_only: EmulatorServer, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    """The UI's "Execute" on a history table's checks reads the published tables, every record:
-    they pass after a sync, and find a version damaged since, with nothing written."""
+    """The UI's "Execute" on a table's history check reads the published tables, every record:
+    it passes after a sync, and finds a version damaged since, with nothing written."""
     sync(instance)
     defs = build_definitions(load_settings())
-    history_key = dg.AssetKey(["invoiced", "invoices_history"])
-    wanted = [dg.AssetCheckKey(history_key, name) for name in HISTORY_CHECKS]
+    wanted = [dg.AssetCheckKey(dg.AssetKey(["invoiced", "invoices"]), HISTORY_CHECK)]
 
-    def execute_checks() -> dict[str, Any]:
+    def execute_check() -> Any:
         result = execute_checks_alone(defs, instance, wanted)
         assert not result.asset_materializations_for_node("invoiced_tables")
-        return {
-            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        (evaluation,) = [
+            e.asset_check_evaluation_data
             for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        }
+        ]
+        return evaluation
 
-    passed = execute_checks()
-    assert set(passed) == set(HISTORY_CHECKS) and all(e.passed for e in passed.values())
+    passed = execute_check()
+    assert passed.passed
+    assert {i: passed.metadata[i].value for i in HISTORY_INVARIANTS} == dict.fromkeys(
+        HISTORY_INVARIANTS, 0
+    )
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
         connection.execute(
             "update invoiced.invoices_history set record_hash = 'damaged'"
             " where is_current and id = (select min(id) from invoiced.invoices)"
         )
-    found = execute_checks()
-    failed = {name for name, e in found.items() if not e.passed}
-    assert failed == {"current_versions_match_table"}
-    assert found["current_versions_match_table"].metadata["offending_rows"].value == 2
+    found = execute_check()
+    assert not found.passed
+    figures = {i: found.metadata[i].value for i in HISTORY_INVARIANTS}
+    assert figures == dict.fromkeys(HISTORY_INVARIANTS, 0) | {"current_versions_match_table": 2}

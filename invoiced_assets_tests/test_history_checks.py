@@ -60,8 +60,8 @@ def figures(connection: duckdb.DuckDBPyConnection, scoped: bool = False) -> dict
 
 def test_an_intact_history_passes_every_check() -> None:
     connection = account()
-    assert figures(connection) == dict.fromkeys(history.HISTORY_CHECKS, 0)
-    assert figures(connection, scoped=True) == dict.fromkeys(history.HISTORY_CHECKS, 0)
+    assert figures(connection) == dict.fromkeys(history.HISTORY_INVARIANTS, 0)
+    assert figures(connection, scoped=True) == dict.fromkeys(history.HISTORY_INVARIANTS, 0)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_an_intact_history_passes_every_check() -> None:
 def test_each_damage_is_found_by_its_check(damage: str, found: dict[str, int]) -> None:
     connection = account()
     connection.execute(damage)
-    expected = dict.fromkeys(history.HISTORY_CHECKS, 0) | found
+    expected = dict.fromkeys(history.HISTORY_INVARIANTS, 0) | found
     assert figures(connection) == expected
     assert figures(connection, scoped=True) == expected
 

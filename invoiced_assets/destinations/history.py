@@ -52,11 +52,12 @@ META_DESCRIPTIONS: Mapping[str, str] = {
     IS_DELETED: "Whether this version ended because the record was deleted.",
     RECORD_HASH: "MD5 of the record's columns: a new hash is a new version.",
 }
-# Check names (see `checks`), with the count of offending rows each query gives (0 passes).
+# What the history check (`checks.HISTORY_CHECK`, on the versioned table's asset) verifies,
+# each as the count of offending rows its query gives (0 passes).
 ONE_CURRENT = "one_current_version_per_key"
 NO_OVERLAP = "no_overlapping_versions"
 CURRENT_MATCHES = "current_versions_match_table"
-HISTORY_CHECKS = (ONE_CURRENT, NO_OVERLAP, CURRENT_MATCHES)
+HISTORY_INVARIANTS = (ONE_CURRENT, NO_OVERLAP, CURRENT_MATCHES)
 
 
 def history_table(table: str) -> str:
@@ -324,8 +325,8 @@ def checks_query(
     columns: Mapping[str, FieldType],
     scope: Scope | None = None,
 ) -> str:
-    """Every history check in one query of one row: the offending rows of each check in
-    `HISTORY_CHECKS` order (0 passes), over the records in `scope` (None: every record; the
+    """The history check in one query of one row: the offending rows of each invariant in
+    `HISTORY_INVARIANTS` order (0 passes), over the records in `scope` (None: every record; the
     current versions are counted in full), then the history table's rows. One statement, as a
     statement's planning costs more than its reading of a few records."""
     h = dialect.published(spec.name)
@@ -364,14 +365,14 @@ def checks_query(
             f" WHERE a.{c(spec.key[0])} IS NULL OR b.{c(spec.key[0])} IS NULL"
         ),
     }
-    figures = [f"({offending[check]})" for check in HISTORY_CHECKS]
+    figures = [f"({offending[check]})" for check in HISTORY_INVARIANTS]
     return f"SELECT {', '.join(figures)}, (SELECT COUNT(*) FROM {h})"
 
 
 def check_figures(row: Sequence[Any]) -> tuple[dict[str, int], int]:
     """(offending rows by check, the history table's rows) from a `checks_query` row."""
-    offending = {check: int(row[i]) for i, check in enumerate(HISTORY_CHECKS)}
-    return offending, int(row[len(HISTORY_CHECKS)])
+    offending = {check: int(row[i]) for i, check in enumerate(HISTORY_INVARIANTS)}
+    return offending, int(row[len(HISTORY_INVARIANTS)])
 
 
 def table_statements(

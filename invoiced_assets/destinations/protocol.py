@@ -128,7 +128,7 @@ class PublishedTable:
     rows: int
     rows_deleted: int
     rows_inserted: int
-    # More of what the publish did, shown on the materialization (a history table's versions).
+    # More of what the publish did, shown on the materialization (its history table's versions).
     details: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -19,7 +19,7 @@ re-reads a little more and changes nothing (merges are by key).
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
@@ -110,7 +110,11 @@ def publish_object(
                     for statement in history_tables:
                         run(statement)
                 published = _publish_rows(destination, session, staged, plans, run)
-                published |= _version(destination, session, staged, plans, run, in_full)
+                versions = _version(destination, session, staged, plans, run, in_full)
+                for name, found in versions.items():  # the table's figures show its history's
+                    published[name] = replace(
+                        published[name], details={**published[name].details, **found}
+                    )
                 if dialect.transactional_ddl:
                     for statement in history_comments:
                         run(statement)
@@ -267,10 +271,11 @@ def _version(
     plans: dict[str, PublishStatements],
     run: Callable[[str], int],
     in_full: set[str],
-) -> dict[str, PublishedTable]:
+) -> dict[str, dict[str, Any]]:
     """Inside the publishing transaction, once every table has its rows: the history tables'
     new and closed versions (and a backfill's earlier ones), audited before the transaction
-    commits. The history tables in `in_full` compare every record."""
+    commits; what they did, by the table versioned. The history tables in `in_full` compare
+    every record."""
     dialect = destination.dialect
     details: dict[str, dict[str, Any]] = {}
     scopes = {}
@@ -299,7 +304,8 @@ def _version(
                 # Its cut-off is its parent's first version: backfilled with it, or not at all.
                 details[spec.name]["invoiced/versions_backfilled"] = 0
                 details[spec.name]["invoiced/backfill_skipped"] = (
-                    f"backfilled only with {history.history_table(spec.parent[0])}: select both"
+                    f"backfilled only with {spec.parent[0]}, whose history is its cut-off:"
+                    " select both"
                 )
                 continue
             merged, inserted = backfill.backfill_statements(
@@ -311,36 +317,21 @@ def _version(
             )
             run(merged)
             details[spec.name]["invoiced/versions_backfilled"] = run(inserted)
-    published = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
         found = details[spec.name]
         query = history.checks_query(dialect, spec, columns, scopes[spec.name])
         offending, rows = history.check_figures(session.rows(query)[0])
-        for check, count in offending.items():
-            found[f"invoiced/check/{check}"] = count
+        for invariant, count in offending.items():
+            found[f"invoiced/check/{invariant}"] = count
             if count:
                 raise HistoryCheckFailed(
-                    f"{spec.name}: {check} failed ({count} rows); {staged.name} is not"
+                    f"{spec.name}: {invariant} failed ({count} rows); {staged.name} is not"
                     " published, and every table keeps its last good copy."
                 )
-        described = {**plans[spec.table].comments.columns, **history.META_DESCRIPTIONS}
-        published[spec.name] = PublishedTable(
-            spec.name,
-            destination.table_location(spec.name),
-            plans[spec.table].plan,
-            [
-                PublishedColumn(
-                    dialect.stored_column(name), dialect.sql_type(t), described.get(name)
-                )
-                for name, t in {**columns, **history.META_COLUMNS}.items()
-            ],
-            int(rows),
-            0,
-            found["invoiced/versions_opened"] + found.get("invoiced/versions_backfilled", 0),
-            found,
-        )
-    return published
+        found["invoiced/history_table"] = destination.table_location(spec.name)
+        found["invoiced/history_rows"] = int(rows)
+    return {spec.table: details[spec.name] for spec in staged.history}
 
 
 @dataclass
@@ -478,14 +469,12 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 f"The Invoiced IO manager writes the invoiced_tables outputs only, not {type(obj)}."
             )
         published = obj.release.published_by(self)  # type: ignore[arg-type]
-        staged = obj.release.staged.tables.get(obj.table)
-        if staged is None:  # a history table: versioned from its table (see `history`)
-            spec = next(s for s in obj.release.staged.history if s.name == obj.table)
-            key, widened = spec.key, {}
-        else:
-            key, widened = staged.key, dict(staged.widened)
+        staged = obj.release.staged.tables[obj.table]
         context.add_output_metadata(
-            {**published_metadata(published[obj.table], widened), "primary_key": ", ".join(key)}
+            {
+                **published_metadata(published[obj.table], dict(staged.widened)),
+                "primary_key": ", ".join(staged.key),
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> Any:

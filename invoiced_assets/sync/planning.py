@@ -26,6 +26,8 @@ class TableHistory:
     api_total_count: int | None
     state: SyncState
     run_id: str | None = None  # the run that materialized it
+    # Its publish also versioned its history table (INVOICED_HISTORY).
+    history_kept: bool = False
 
     @classmethod
     def of(cls, event: Any) -> "TableHistory":
@@ -42,6 +44,7 @@ class TableHistory:
             number("api_total_count"),
             SyncState.from_metadata(metadata),
             event.run_id if materialization else None,
+            "invoiced/history_rows" in metadata,
         )
 
 

@@ -23,7 +23,7 @@ from invoiced_assets import checks
 from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.catalogue import CUSTOMERS
-from invoiced_assets.destinations.history import HISTORY_CHECKS, DeletionTime, history_table
+from invoiced_assets.destinations.history import DeletionTime
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
@@ -68,13 +68,8 @@ class SyncStep:
         self.all_tables = tables
         by_key = {t.key: t for t in tables.values()}
         selected = {by_key[k].table: by_key[k] for k in context.selected_asset_keys}
-        self.outputs = set(selected)
-        # The tables read and published: those selected, and those a selected history table
-        # versions (it is made from its table, in the same transaction).
-        self.tables = {n: t for n, t in selected.items() if t.history_of is None}
-        self.tables |= {
-            t.history_of: tables[t.history_of] for t in selected.values() if t.history_of
-        }
+        # The tables read and published (with their history, where it is kept).
+        self.tables = selected
         self.selected_checks = {
             (by_key[c.asset_key].table, c.name) for c in context.selected_asset_check_keys
         }
@@ -84,7 +79,7 @@ class SyncStep:
         self.versioning = Versioning(
             tables, self.tables, destination, self.selected_checks, context.log.info
         )
-        self.history_followed = self.versioning.followed(context.instance, self.history)
+        self.history_followed = self.versioning.followed(self.history)
         self.now = now()
         self.auditor = Auditor(
             destination,
@@ -200,9 +195,7 @@ class SyncStep:
             )
             yield from self._selected(evaluations)
             return
-        versioned = [
-            self.all_tables[history_table(n)] for n in names if self.versioning.versioned(n)
-        ]
+        versioned = [self.tables[n] for n in names if self.versioning.versioned(n)]
         release = ObjectRelease(
             read.for_publishing(
                 self.tables,
@@ -216,22 +209,10 @@ class SyncStep:
             )
         )
         for name in names:
-            if name in self.outputs:
-                yield self._output(read, name, release, event_cursor)
-        for table in versioned:
-            if table.table in self.outputs:
-                yield self._history_output(table.table, release)
+            yield self._output(read, name, release, event_cursor)
         self.auditor.released(read)
         yield from self._selected(evaluations)
         yield from self.versioning.check_results(versioned, release)
-
-    def _history_output(self, name: str, release: ObjectRelease) -> dg.Output:
-        return dg.Output(
-            TableRelease(release, name),
-            output_name=self.context.assets_def.get_output_name_for_asset_key(
-                self.all_tables[name].key
-            ),
-        )
 
     def _output(
         self, read: StagedRead, name: str, release: ObjectRelease, event_cursor: int
@@ -246,14 +227,12 @@ class SyncStep:
 
     def _checks_on_their_own(self) -> Iterator[dg.AssetCheckResult]:
         """Checks selected without their table: evaluated on the published table."""
-        # A history table published by this step had its checks evaluated as it was published.
-        history_alone = sorted(
-            {n for n, check in self.selected_checks if check in HISTORY_CHECKS} - self.outputs
-        )
-        for name in history_alone:
-            yield from self.versioning.checks_on_their_own(self.all_tables[name])
         for name, check in sorted(self.selected_checks):
-            if check not in HISTORY_CHECKS and name not in self.tables:
+            if name in self.tables:
+                continue
+            if check == checks.HISTORY_CHECK:
+                yield self.versioning.check_on_its_own(self.all_tables[name])
+            else:
                 obj = self.all_tables[name].obj
                 evaluation = self.auditor.on_published_tables(
                     name, check, lambda obj=obj: count_now(self.client, obj)

@@ -1,6 +1,6 @@
 """What a sync step does for the history tables (INVOICED_HISTORY): which ones an incremental
 merge may version by the records it touched, a backfill's states from the events log, and the
-history checks' results.
+history check's results (one per versioned table, with a figure for each invariant).
 
 The versions themselves are written by the publish (`destinations.history`, `.backfill`).
 """
@@ -15,17 +15,16 @@ from invoiced_assets.api import InvoicedClient
 from invoiced_assets.api.errors import InvoicedError
 from invoiced_assets.destinations.backfill import Snapshots
 from invoiced_assets.destinations.history import (
-    HISTORY_CHECKS,
+    HISTORY_INVARIANTS,
     DeletionTime,
     check_figures,
     checks_query,
-    history_table,
 )
 from invoiced_assets.destinations.protocol import Destination
 from invoiced_assets.destinations.publication import ObjectRelease
 from invoiced_assets.extract.snapshots import EventSnapshots, read_event_snapshots
 from invoiced_assets.sync.outputs import TRANSIENT_ERRORS
-from invoiced_assets.sync.planning import TableHistory, table_histories
+from invoiced_assets.sync.planning import TableHistory
 from invoiced_assets.sync.staging import stage_snapshots
 from invoiced_assets.tables.batches import BatchDirectory
 
@@ -49,22 +48,12 @@ class Versioning:
         self.snapshots: EventSnapshots | None = None
 
     def versioned(self, name: str) -> bool:
-        return history_table(name) in self.all_tables
+        return bool(self.all_tables[name].versioned)
 
-    def followed(
-        self, instance: dg.DagsterInstance, history: Mapping[str, TableHistory]
-    ) -> frozenset[str]:
-        """The versioned tables whose history table was published by the same run as their
-        table's last publish (not so: history switched on since, or off for a while)."""
-        names = [n for n in self.tables if self.versioned(n)]
-        keys = {history_table(n): self.all_tables[history_table(n)].key for n in names}
-        versions = table_histories(instance, keys)
-        return frozenset(
-            n
-            for n in names
-            if history[n].run_id is not None
-            and versions[history_table(n)].run_id == history[n].run_id
-        )
+    def followed(self, history: Mapping[str, TableHistory]) -> frozenset[str]:
+        """The versioned tables whose last publish also versioned their history (not so:
+        history switched on since, or off for a while)."""
+        return frozenset(n for n in self.tables if self.versioned(n) and history[n].history_kept)
 
     def read_snapshots(self, client: InvoicedClient, batches: BatchDirectory) -> None:
         """A backfill run's states of the versioned objects read, from the whole events log."""
@@ -100,39 +89,35 @@ class Versioning:
         found = self.snapshots.objects.pop(name)
         return stage_snapshots(self.destination, found, self.snapshots.deleted_at)
 
-    def checks_on_their_own(self, table: Any) -> Iterator[dg.AssetCheckResult]:
-        """A history table's selected checks executed on their own: on the published history
-        table, every record, in one query for all of them."""
-        spec = self.all_tables[table.history_of].history_spec()
+    def check_on_its_own(self, table: Any) -> dg.AssetCheckResult:
+        """A versioned table's history check executed on its own: on the published tables,
+        every record, in one query."""
+        spec = table.history_spec()
         offending: dict[str, int] = {}
         with self.destination.session() as session:
             columns = self.destination.published_columns(session, spec.table)
             if columns and self.destination.published_columns(session, spec.name):
                 query = checks_query(self.destination.dialect, spec, columns)
                 offending = check_figures(session.rows(query)[0])[0]
-        for check in HISTORY_CHECKS:
-            if (table.table, check) not in self.selected_checks:
-                continue
-            found = offending.get(check)
-            metadata = (
-                {"offending_rows": found} if found is not None else {"note": "no history yet"}
-            )
-            outcome = checks.CheckOutcome(not found, metadata)
-            yield checks.check_result(table.key, check, outcome)
+        if not offending:
+            outcome = checks.CheckOutcome(True, {"note": f"no {spec.name} yet"})
+        else:
+            outcome = checks.CheckOutcome(not any(offending.values()), dict(offending))
+        return checks.check_result(table.key, checks.HISTORY_CHECK, outcome)
 
     def check_results(
         self, versioned: list[Any], release: ObjectRelease
     ) -> Iterator[dg.AssetCheckResult]:
-        """The history tables' checks, passed in the publishing transaction (a failure there
-        publishes nothing and fails the step)."""
+        """The history checks, passed in the publishing transaction (a failure there publishes
+        nothing and fails the step)."""
         published = release.published_by(self.destination)
         for table in versioned:
+            if (table.table, checks.HISTORY_CHECK) not in self.selected_checks:
+                continue
             details = published[table.table].details
-            for check in HISTORY_CHECKS:
-                if (table.table, check) in self.selected_checks:
-                    offending = int(details[f"invoiced/check/{check}"])
-                    outcome = checks.CheckOutcome(offending == 0, {"offending_rows": offending})
-                    yield checks.check_result(table.key, check, outcome)
+            offending = {i: int(details[f"invoiced/check/{i}"]) for i in HISTORY_INVARIANTS}
+            outcome = checks.CheckOutcome(not any(offending.values()), dict(offending))
+            yield checks.check_result(table.key, checks.HISTORY_CHECK, outcome)
 
 
 def deletion_times(deleted_at: Mapping[str, Mapping[Any, int]]) -> tuple[DeletionTime, ...]:
