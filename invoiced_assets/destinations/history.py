@@ -131,7 +131,10 @@ def record_hash(dialect: HistoryDialect, columns: Mapping[str, FieldType], alias
         # The value's text as the warehouse spells it (JSON as its JSON text).
         text = dialect.convert(f"{alias}.{dialect.column(name)}", field_type, FieldType.STRING)
         parts.append(f"COALESCE('{name}=' || LENGTH({text}) || ':' || {text}, '')")
-    joined = " || ".join(parts) or "''"
+    # One flat CONCAT of parts that are never null: the same text as chaining them with `||`,
+    # and DuckDB plans it in about half the time (its optimizer walks a chain of 35 columns'
+    # `||` once per nesting level), which is most of what an incremental run's history costs.
+    joined = f"CONCAT({', '.join(parts)})" if parts else "''"
     return f"MD5({joined})"
 
 
