@@ -96,8 +96,8 @@ class DeletionTime:
     at: int  # UNIX seconds
 
 
-# The rows an incremental merge may have changed, as a condition on a row alias (see
-# `sql.merged_rows_filter`); None: every row.
+# The rows an incremental merge may have changed, as a condition on a row alias (their records'
+# keys staged once: see `sql.merged_keys`); None: every row.
 Scope = Callable[[str], str]
 
 

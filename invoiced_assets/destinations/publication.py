@@ -37,7 +37,9 @@ from invoiced_assets.destinations.protocol import (
     StatementObserver,
 )
 from invoiced_assets.destinations.sql import (
+    MergedKeys,
     PublishStatements,
+    merged_keys,
     merged_rows_filter,
     publish_statements,
 )
@@ -94,6 +96,7 @@ def publish_object(
             }
         }
         history_comments = _history_comments(destination, session, staged, plans)
+        scopes, scope_statements = _merge_scopes(destination, staged, plans, in_full)
         try:
             if not dialect.transactional_ddl:
                 # Each commits on its own: a new column, a wider type; no row changes yet.
@@ -102,15 +105,16 @@ def publish_object(
                         run(statement)
                     for statement in statements.drift_comments:
                         comment(statement)
-                for statement in history_tables:
+                for statement in [*history_tables, *scope_statements]:
                     run(statement)
             run("BEGIN TRANSACTION")
             try:
                 if dialect.transactional_ddl:
-                    for statement in history_tables:
+                    # In the transaction: on DuckDB each statement outside commits (a WAL sync).
+                    for statement in [*history_tables, *scope_statements]:
                         run(statement)
                 published = _publish_rows(destination, session, staged, plans, run)
-                versions = _version(destination, session, staged, plans, run, in_full)
+                versions = _version(destination, session, staged, plans, run, scopes)
                 for name, found in versions.items():  # the table's figures show its history's
                     published[name] = replace(
                         published[name], details={**published[name].details, **found}
@@ -219,24 +223,50 @@ def _parent_rows(destination: Destination, session: Any, spec: HistorySpec) -> l
     return [dialect.staged(parent), *published]
 
 
+def _scope_keys(staged: StagedObject, spec: HistorySpec, dialect: Any) -> list[MergedKeys]:
+    """The key sets of the records whose versions an incremental publish compares."""
+    link = spec.parent[2] if spec.parent is not None else spec.key[0]
+    return merged_keys(dialect, staged.tables[spec.table], link, f"{spec.name}_scope")
+
+
 def _merge_scope(
     dialect: Any,
     staged: StagedObject,
     plans: dict[str, PublishStatements],
     spec: HistorySpec,
     in_full: set[str],
-) -> history.Scope | None:
-    """The rows an incremental merge may have changed. None, every row: a full load; a merge that
-    widened a column, whose values' text, and so every record's hash, changed with it; a table
-    whose history was not published with its last publish, or is in `in_full`; a backfill,
-    which adds versions to records the merge did not touch."""
+) -> list[MergedKeys] | None:
+    """The rows an incremental merge may have changed, as the key sets of their records. None,
+    every row: a full load; a merge that widened a column, whose values' text, and so every
+    record's hash, changed with it; a table whose history was not published with its last
+    publish, or is in `in_full`; a backfill, which adds versions to records the merge did not
+    touch."""
     table = staged.tables[spec.table]
     if table.merge is None or table.merge.append_after or plans[spec.table].plan.widened:
         return None
     if spec.table not in staged.history_followed or spec.name in in_full or staged.snapshots:
         return None
-    link = spec.parent[2] if spec.parent is not None else spec.key[0]
-    return lambda alias: merged_rows_filter(dialect, table, link, alias)
+    return _scope_keys(staged, spec, dialect)
+
+
+def _merge_scopes(
+    destination: Destination,
+    staged: StagedObject,
+    plans: dict[str, PublishStatements],
+    in_full: set[str],
+) -> tuple[dict[str, history.Scope | None], list[str]]:
+    """(each history table's scope, by name; the statements that stage the scopes' keys)."""
+    scopes: dict[str, history.Scope | None] = {}
+    statements = []
+    dialect = destination.dialect
+    for spec in staged.history:
+        merged = _merge_scope(dialect, staged, plans, spec, in_full)
+        if merged is None:
+            scopes[spec.name] = None
+            continue
+        scopes[spec.name] = lambda alias, merged=merged: merged_rows_filter(dialect, merged, alias)
+        statements += [m.statement for m in merged]
+    return scopes, statements
 
 
 def _history_comments(
@@ -270,19 +300,17 @@ def _version(
     staged: StagedObject,
     plans: dict[str, PublishStatements],
     run: Callable[[str], int],
-    in_full: set[str],
+    scopes: dict[str, history.Scope | None],
 ) -> dict[str, dict[str, Any]]:
     """Inside the publishing transaction, once every table has its rows: the history tables'
     new and closed versions (and a backfill's earlier ones), audited before the transaction
-    commits; what they did, by the table versioned. The history tables in `in_full` compare
-    every record."""
+    commits; what they did, by the table versioned. Each history table compares the records
+    of its scope (`_merge_scopes`; None: every record)."""
     dialect = destination.dialect
     details: dict[str, dict[str, Any]] = {}
-    scopes = {}
     for spec in staged.history:
         columns = _published_types(plans, spec.table)
-        scope = _merge_scope(dialect, staged, plans, spec, in_full)
-        scopes[spec.name] = scope
+        scope = scopes[spec.name]
         opened, closed = history.maintenance_statements(
             dialect,
             spec,
@@ -318,6 +346,8 @@ def _version(
             run(merged)
             details[spec.name]["invoiced/versions_backfilled"] = run(inserted)
     for spec in staged.history:
+        # One query per history table: one for all of an object's needs more than DuckDB's
+        # memory limit gives a statement inside a transaction with its changes.
         columns = _published_types(plans, spec.table)
         found = details[spec.name]
         query = history.checks_query(dialect, spec, columns, scopes[spec.name])
@@ -453,6 +483,9 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         """What drops an object's staged tables and key sets, once it is published."""
         dialect = self.dialect  # type: ignore[attr-defined]
         key_sets = {d.key_set for t in staged.tables.values() if t.merge for d in t.merge.deletions}
+        key_sets |= {
+            m.key_set for spec in staged.history for m in _scope_keys(staged, spec, dialect)
+        }
         snapshots = staged.snapshots.staged_names if staged.snapshots else []
         return [
             f"DROP TABLE IF EXISTS {dialect.staged(t)}" for t in [*staged.tables, *snapshots]

@@ -83,16 +83,50 @@ def _select_list(dialect: Dialect, columns: Sequence[PlannedColumn]) -> str:
     return ", ".join(f"{converted(dialect, c)} AS {dialect.column(c.name)}" for c in columns)
 
 
-def merged_rows_filter(dialect: Dialect, staged: StagedTable, link: str, alias: str) -> str:
+@dataclass(frozen=True)
+class MergedKeys:
+    """The records an incremental merge may have changed, by one of its table's columns, staged
+    as a key set (see `merged_keys`)."""
+
+    column: str
+    key_set: str
+    statement: str  # stages the key set
+
+    def condition(self, dialect: "Dialect", alias: str) -> str:
+        c = dialect.column
+        return (
+            f"{alias}.{c(self.column)} IN"
+            f" (SELECT {c(KEY_SET_COLUMN)} FROM {dialect.key_set(self.key_set)})"
+        )
+
+
+def merged_keys(dialect: Dialect, staged: StagedTable, link: str, name: str) -> list[MergedKeys]:
     """The rows an incremental merge of `staged` may have changed: those of the records it
-    staged (`link`: the record's id, or a child row's parent id) and those it deleted."""
+    staged (`link`: the record's id, or a child row's parent id) and those it deleted (by each
+    deletion's column), as one key set per column (`<name>_<column>`), staged once before the
+    statements that read only those rows: a semi-join on one small table is planned and run in
+    a fraction of the time of an `OR` of one `IN` per source repeated in each of them."""
     c = dialect.column
-    within = [f"{alias}.{c(link)} IN (SELECT {c(link)} FROM {dialect.staged(staged.name)})"]
-    within += [
-        f"{alias}.{c(d.column)} IN (SELECT {c(KEY_SET_COLUMN)} FROM {dialect.key_set(d.key_set)})"
-        for d in (staged.merge.deletions if staged.merge else ())
-    ]
-    return "(" + " OR ".join(within) + ")"
+    sources = {
+        link: [f"SELECT {c(link)} AS {c(KEY_SET_COLUMN)} FROM {dialect.staged(staged.name)}"]
+    }
+    for d in staged.merge.deletions if staged.merge else ():
+        sources.setdefault(d.column, []).append(
+            f"SELECT {c(KEY_SET_COLUMN)} FROM {dialect.key_set(d.key_set)}"
+        )
+    found = []
+    for column, selects in sources.items():
+        key_set = f"{name}_{column}"
+        statement = f"CREATE OR REPLACE TABLE {dialect.key_set(key_set)} AS " + " UNION ".join(
+            selects
+        )
+        found.append(MergedKeys(column, key_set, statement))
+    return found
+
+
+def merged_rows_filter(dialect: Dialect, merged: Sequence[MergedKeys], alias: str) -> str:
+    """The rows of `alias` in any of the `merged` key sets."""
+    return "(" + " OR ".join(m.condition(dialect, alias) for m in merged) + ")"
 
 
 def _kept_rows_filter(dialect: Dialect, staged: StagedTable, alias: str) -> str:
