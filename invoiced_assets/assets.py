@@ -4,7 +4,8 @@ Every object of the catalogue, and every child table unnested from it, is its ow
 (`invoiced/<table>`): separately visible, selectable and materializable, with its data-quality
 checks (`checks`) and a freshness policy from the sync frequency. A versioned table's history
 (`<table>_history`, INVOICED_HISTORY) is part of its table's asset: the two are written in one
-transaction, so one materialization records both, and the history's check is the table's.
+transaction, so one materialization records both. The object's table carries one history check
+for all its history tables (a child table's history is checked by its object's).
 
 They share one step so that listings are read concurrently by threads (see
 `extract.scheduling`), and a child table is produced by the same read as its parent. Selecting a

@@ -12,8 +12,9 @@ their own, they audit the published tables. These functions decide from the figu
 | `customer_references_resolve`  | objects naming a customer   | warning  | a customer id is unknown          |
 | `no_row_count_collapse`        | all                         | error    | rows fell below a share of the    |
 |                                |                             |          | previous load (e.g. 0 after 5,000)|
-| `history_versions_consistent`  | versioned (INVOICED_HISTORY)| error    | `<table>_history` disagrees with  |
-|                                |                             |          | the table, or its versions overlap|
+| `history_versions_consistent`  | versioned objects           | error    | a `<table>_history` of the object |
+|                                | (INVOICED_HISTORY)          |          | disagrees with its table, or its  |
+|                                |                             |          | versions overlap                  |
 
 Error checks are blocking: an object whose tables fail one is not published (every table keeps
 its last good copy) and the run fails; a warning never blocks.
@@ -160,17 +161,21 @@ DECLARATIONS = {
 }
 
 
-# A versioned table's history check (INVOICED_HISTORY), evaluated in the publishing transaction:
-# one that fails rolls the object back (see `destinations.history`).
+# A versioned object's history check (INVOICED_HISTORY), on its table's asset, for every history
+# table of the object (its child tables' too: they are versioned in the same transaction, and one
+# check per object, not per table, keeps a run's check events few). Evaluated in the publishing
+# transaction: one that fails rolls the object back (see `destinations.history`).
 HISTORY_CHECK = "history_versions_consistent"
 DECLARATIONS[HISTORY_CHECK] = CheckDeclaration(
     HISTORY_CHECK,
     dg.AssetCheckSeverity.ERROR,
-    "The table's `<table>_history` (INVOICED_HISTORY) agrees with it: no record has more than one"
+    "The object's history tables (INVOICED_HISTORY: `<table>_history`, and its child tables',"
+    " e.g. `invoice_line_items_history`) agree with its tables: no record has more than one"
     " current version (`one_current_version_per_key`); a record's versions follow one another,"
     " each ending before the next begins and only the last open (`no_overlapping_versions`);"
     " the current versions are exactly the published rows, column for column"
-    " (`current_versions_match_table`). Each figure is the count of offending rows.",
+    " (`current_versions_match_table`). Each figure is the count of offending rows, over every"
+    " history table checked (`history_tables`).",
 )
 
 
@@ -179,7 +184,7 @@ def check_names_for(*, is_child: bool, has_customer: bool, versioned: bool = Fal
     names.append(PARENT_REFERENCES if is_child else ROW_COUNT)
     if has_customer and not is_child:
         names.append(CUSTOMER_REFERENCES)
-    if versioned:
+    if versioned and not is_child:  # one for the object's every history table
         names.append(HISTORY_CHECK)
     return names
 

@@ -232,6 +232,12 @@ def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
     for evaluation in history:
         figures = {i: evaluation.metadata[i].value for i in HISTORY_INVARIANTS}
         assert figures == dict.fromkeys(HISTORY_INVARIANTS, 0), figures
+        # One check per object, on its table's asset, for its child tables' histories too.
+        table = evaluation.asset_key.path[-1]
+        checked = evaluation.metadata["history_tables"].value.split(", ")
+        assert checked[0] == f"{table}_history", checked
+        if table == "invoices":
+            assert {"invoice_line_items_history", "invoice_taxes_history"} <= set(checked)
 
 
 @pytest.mark.parametrize("mode", ["full", "incremental"])
@@ -350,7 +356,7 @@ def test_history_settings_are_checked() -> None:
         for k in defs.resolve_asset_graph().asset_check_keys
         if k.name == HISTORY_CHECK
     }
-    assert checked == {"payments", "payment_applications"}
+    assert checked == {"payments"}  # one for the object's history tables
 
 
 @contextmanager
@@ -692,3 +698,13 @@ def test_history_checks_executed_on_their_own_check_every_record(
     assert not found.passed
     figures = {i: found.metadata[i].value for i in HISTORY_INVARIANTS}
     assert figures == dict.fromkeys(HISTORY_INVARIANTS, 0) | {"current_versions_match_table": 2}
+    # The object's check covers its child tables' histories: a line item's damaged version too.
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
+        connection.execute(
+            "update invoiced.invoice_line_items_history set record_hash = 'damaged'"
+            " where is_current and invoice_id = (select max(id) from invoiced.invoices)"
+            " and position = 0"
+        )
+    found = execute_check()
+    assert "invoice_line_items_history" in found.metadata["history_tables"].value
+    assert found.metadata["current_versions_match_table"].value == 4  # both tables' damage

@@ -1,6 +1,6 @@
 """What a sync step does for the history tables (INVOICED_HISTORY): which ones an incremental
 merge may version by the records it touched, a backfill's states from the events log, and the
-history check's results (one per versioned table, with a figure for each invariant).
+history check's results (one per versioned object, with a figure for each invariant).
 
 The versions themselves are written by the publish (`destinations.history`, `.backfill`).
 """
@@ -90,38 +90,49 @@ class Versioning:
         return stage_snapshots(self.destination, found, self.snapshots.deleted_at)
 
     def check_on_its_own(self, table: Any) -> dg.AssetCheckResult:
-        """A versioned table's history check executed on its own: on the published tables,
-        every record, in one query."""
-        spec = table.history_spec()
-        offending: dict[str, int] = {}
+        """A versioned object's history check executed on its own: on the published tables,
+        every record of every history table of the object."""
+        versioned = [t for t in self.all_tables.values() if t.obj is table.obj and t.versioned]
+        found = {}
         with self.destination.session() as session:
-            columns = self.destination.published_columns(session, spec.table)
-            if columns and self.destination.published_columns(session, spec.name):
-                query = checks_query(self.destination.dialect, spec, columns)
-                offending = check_figures(session.rows(query)[0])[0]
-        if not offending:
-            outcome = checks.CheckOutcome(True, {"note": f"no {spec.name} yet"})
-        else:
-            outcome = _history_outcome(offending)
-        return checks.check_result(table.key, checks.HISTORY_CHECK, outcome)
+            for spec in (t.history_spec() for t in versioned):
+                columns = self.destination.published_columns(session, spec.table)
+                if columns and self.destination.published_columns(session, spec.name):
+                    query = checks_query(self.destination.dialect, spec, columns)
+                    found[spec.name] = check_figures(session.rows(query)[0])[0]
+        if not found:
+            outcome = checks.CheckOutcome(True, {"note": f"no {table.history_table} yet"})
+            return checks.check_result(table.key, checks.HISTORY_CHECK, outcome)
+        return checks.check_result(table.key, checks.HISTORY_CHECK, _history_outcome(found))
 
     def check_results(
         self, versioned: list[Any], release: ObjectRelease
     ) -> Iterator[dg.AssetCheckResult]:
-        """The history checks, passed in the publishing transaction (a failure there publishes
-        nothing and fails the step)."""
+        """The object's history check, passed in the publishing transaction (a failure there
+        publishes nothing and fails the step), on its table's asset."""
         published = release.published_by(self.destination)
         for table in versioned:
             if (table.table, checks.HISTORY_CHECK) not in self.selected_checks:
                 continue
-            details = published[table.table].details
-            offending = {i: int(details[f"invoiced/check/{i}"]) for i in HISTORY_INVARIANTS}
-            yield checks.check_result(table.key, checks.HISTORY_CHECK, _history_outcome(offending))
+            found = {
+                t.history_table: {
+                    i: int(published[t.table].details[f"invoiced/check/{i}"])
+                    for i in HISTORY_INVARIANTS
+                }
+                for t in versioned
+                if t.obj is table.obj
+            }
+            yield checks.check_result(table.key, checks.HISTORY_CHECK, _history_outcome(found))
 
 
-def _history_outcome(offending: Mapping[str, int]) -> checks.CheckOutcome:
-    """The history check passes when no invariant has an offending row; each is a figure."""
-    return checks.CheckOutcome(not any(offending.values()), dict(offending))
+def _history_outcome(found: Mapping[str, Mapping[str, int]]) -> checks.CheckOutcome:
+    """The history check over the history tables `found` (their offending rows by invariant):
+    it passes when no invariant has an offending row in any of them. A figure per invariant,
+    summed over the tables, and the tables checked."""
+    offending = {i: sum(figures[i] for figures in found.values()) for i in HISTORY_INVARIANTS}
+    return checks.CheckOutcome(
+        not any(offending.values()), {**offending, "history_tables": ", ".join(found)}
+    )
 
 
 def deletion_times(deleted_at: Mapping[str, Mapping[Any, int]]) -> tuple[DeletionTime, ...]:
