@@ -229,6 +229,11 @@ def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
     ]
     history = [e for e in evaluations if e.check_name == HISTORY_CHECK]
     assert history and all(e.passed for e in history)
+    published = {
+        e.asset_key.path[-1]
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
     for evaluation in history:
         figures = {i: evaluation.metadata[i].value for i in HISTORY_INVARIANTS}
         assert figures == dict.fromkeys(HISTORY_INVARIANTS, 0), figures
@@ -236,8 +241,11 @@ def assert_checks_passed(result: dg.ExecuteInProcessResult) -> None:
         table = evaluation.asset_key.path[-1]
         checked = evaluation.metadata["history_tables"].value.split(", ")
         assert checked[0] == f"{table}_history", checked
+        # ...of the tables this run published: a table not selected is not checked.
+        assert {f"{t}_history" for t in published} >= set(checked), checked
         if table == "invoices":
-            assert {"invoice_line_items_history", "invoice_taxes_history"} <= set(checked)
+            children = {"invoice_line_items", "invoice_taxes"} & published
+            assert {f"{t}_history" for t in children} <= set(checked), checked
 
 
 @pytest.mark.parametrize("mode", ["full", "incremental"])
@@ -662,6 +670,13 @@ def test_a_table_selected_alone_records_its_history_in_its_materialization(
     assert invoices.metadata["invoiced/versions_opened"].value == rows
     assert invoices.metadata["invoiced/history_table"].value.endswith("invoices_history")
     assert not {"invoice_line_items", "invoice_line_items_history"} & tables
+    (check,) = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == HISTORY_CHECK
+    ]
+    assert check.metadata["history_tables"].value == "invoices_history"
     assert compared(sync(instance, "incremental"))["invoice_line_items_history"] == "every record"
 
 
