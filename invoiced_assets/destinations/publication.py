@@ -2,9 +2,10 @@
 
 Dagster hands the IO manager one output at a time, but an object's tables (invoices and their
 line items, discounts and taxes) must change together. So the step yields, for each table of an
-object that passed its audit, a `TableRelease` sharing one `ObjectRelease`: the first of them to
-reach the IO manager publishes every table of the object in one transaction, and each output
-then records its own table's materialization with what the publish did to it.
+object that passed its audit, a `TableRelease` sharing one `ObjectRelease`, which publishes
+every table of the object in one transaction: in the sync step's warehouse thread before the
+outputs are yielded (`sync.ahead`), or else when the first of them reaches the IO manager. Each
+output then records its own table's materialization with what the publish did to it.
 
 What a reader can see: all of an object's rows as they were, or all of them as published,
 never a mix. On Snowflake, whose DDL commits on its own, a new column (null) or a widened type
@@ -366,7 +367,8 @@ def _version(
 
 @dataclass
 class ObjectRelease:
-    """An audited object, published once, by the first of its tables' outputs to be handled."""
+    """An audited object, published once: by the sync step before it hands on the outputs
+    (see `sync.ahead`), or else by the first of its tables' outputs to be handled."""
 
     staged: StagedObject
     observe: StatementObserver | None = None

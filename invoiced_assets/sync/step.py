@@ -5,15 +5,20 @@ its listing is complete:
 1. its tables are staged in the destination (`staging`), never written into the published ones;
 2. every check is computed there in SQL (`audit`): on the staged tables for a full load, on the
    merge's result for an incremental run;
-3. if no blocking check failed, an `Output` per selected table goes to the IO manager, which
-   publishes all of the object's tables in one transaction (`destinations.publication`), then
-   the check results follow. If one failed, nothing of the object is published: only the check
-   results are reported, no materialization is recorded (the cursors stay), and the run fails
-   at the end naming the check, the table and the figure, once every other object is published.
+3. if no blocking check failed, all of the object's tables are published in one transaction
+   (`destinations.publication`), and an `Output` per selected table goes to the IO manager,
+   which records what the publish did; then the check results follow. If one failed, nothing
+   of the object is published: only the check results are reported, no materialization is
+   recorded (the cursors stay), and the run fails at the end naming the check, the table and
+   the figure, once every other object is published.
+
+Steps 1-3 run in a thread of their own, one object ahead of Dagster's handling of the events
+(`sync.ahead`): the only thread that uses the warehouse session while the objects are read.
 
 Checks selected without their table (the UI's "Execute" on a check) audit the published table.
 """
 
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,6 +34,7 @@ from invoiced_assets.destinations.publication import ObjectRelease, TableRelease
 from invoiced_assets.extract.incremental import Deletions, events_for_plans, now
 from invoiced_assets.extract.listings import Extraction, ReadPlan
 from invoiced_assets.extract.scheduling import extract_concurrently
+from invoiced_assets.sync.ahead import run_ahead
 from invoiced_assets.sync.audit import Auditor, Evaluation, count_now
 from invoiced_assets.sync.exclusivity import ensure_sole_sync
 from invoiced_assets.sync.options import SyncOptions, SyncRunConfig
@@ -101,9 +107,10 @@ class SyncStep:
         # One session for everything the step does in the warehouse (the publishes included).
         with self.destination.held_session():
             if self.tables:
-                # Long tables wait in batch files until staged (see `tables.batches`).
+                # Long tables wait in batch files until staged (see `tables.batches`); the
+                # warehouse works one object ahead of Dagster's events (see `sync.ahead`).
                 with tuned_for_sync(), BatchDirectory() as batches:
-                    yield from self._sync(batches)
+                    yield from run_ahead(lambda stop: self._sync(batches, stop))
             yield from self._checks_on_their_own()
         error = failure(self.failures, self.blocked, self.destination.staging_location)
         if error is not None:
@@ -118,7 +125,10 @@ class SyncStep:
             if (evaluation.table, evaluation.check) in self.selected_checks:
                 yield self._result(evaluation)
 
-    def _sync(self, batches: BatchDirectory) -> Iterator[Event]:
+    def _sync(self, batches: BatchDirectory, stop: threading.Event) -> Iterator[list[Event]]:
+        """The step's events, a list per object read (its outputs, published already, and its
+        check results), in the thread that alone uses the warehouse meanwhile (`run_ahead`).
+        Once `stop` is set (the step is stopping), the listings end before their next request."""
         self.destination.clear_staging()
         plans = self.planner.plans()
         self.context.log.info(
@@ -137,8 +147,9 @@ class SyncStep:
         customers_pending = CUSTOMERS.name in self.tables
         waiting_for_customers: list[str] = []
         for extraction in extract_concurrently(
-            self.client, plans, batches=batches, log=self.context.log.info
+            self.client, plans, batches=batches, log=self.context.log.info, cancelled=stop
         ):
+            events: list[Event] = []
             if extraction.error is not None:
                 self.context.log.error(
                     f"{extraction.obj.name}: {extraction.error} Its tables keep their last"
@@ -147,7 +158,7 @@ class SyncStep:
                 self.failures.append(extraction)
             elif extraction.tables:
                 read = stage_read(self.destination, extraction, deletions)
-                yield from self._audit_and_release(read, event_cursor)
+                events += self._audit_and_release(read, event_cursor)
                 waiting_for_customers += [
                     name
                     for name in read.tables
@@ -157,10 +168,12 @@ class SyncStep:
             customers_pending &= extraction.obj is not CUSTOMERS
             if not customers_pending:
                 for name in waiting_for_customers:
-                    yield self._result(self.auditor.customer_references(name))
+                    events.append(self._result(self.auditor.customer_references(name)))
                 waiting_for_customers = []
-        for name in waiting_for_customers:  # the customers could not be read in this run
-            yield self._result(self.auditor.customer_references(name))
+            yield events
+        yield [  # the customers could not be read in this run
+            self._result(self.auditor.customer_references(name)) for name in waiting_for_customers
+        ]
 
     def _read_events(self, plans: list[ReadPlan]) -> tuple[Deletions | None, int, list[ReadPlan]]:
         cursors = {name: h.state.cursor_event_id for name, h in self.history.items()}
@@ -208,6 +221,9 @@ class SyncStep:
                 ),
             )
         )
+        # Published here, in the warehouse's thread (`run_ahead`): the IO manager, in Dagster's,
+        # only records what it did. A failure fails the step before any of its outputs.
+        release.published_by(self.destination)
         for name in names:
             yield self._output(read, name, release, event_cursor)
         self.auditor.released(read)
