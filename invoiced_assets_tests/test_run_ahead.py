@@ -148,28 +148,29 @@ def test_a_failed_publish_stops_the_step_before_its_outputs_and_later_objects(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    published: list[str] = []
+    calls: list[str] = []
     publish = publication.publish_object
 
     def failing_second(destination: object, staged: object, *args: object) -> object:
-        if published:
+        calls.append(staged.name)  # type: ignore[attr-defined]
+        if len(calls) == 2:  # the later objects would publish: none may be tried
             raise RuntimeError(f"publishing {staged.name} failed")  # type: ignore[attr-defined]
-        published.append(staged.name)  # type: ignore[attr-defined]
         return publish(destination, staged, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(publication, "publish_object", failing_second)
+    monkeypatch.setenv("INVOICED_STEP_RETRIES", "0")  # one attempt: a retry publishes again
     result = (
         build_definitions(load_settings())
         .resolve_job_def("invoiced_sync")
         .execute_in_process(instance=instance, raise_on_error=False)
     )
     assert not result.success
+    first, second = calls  # no third publish: the step stopped at the failed one
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "failed" in str(failure.step_failure_data.error)
+    assert f"publishing {second} failed" in str(failure.step_failure_data.error)
     materialized = {
         m.asset_key.path[-1] for m in result.asset_materializations_for_node("invoiced_tables")
     }
-    (first,) = published
     # Only the first object's tables are recorded; nothing after the failed one was published.
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
         tables = {
@@ -179,4 +180,4 @@ def test_a_failed_publish_stops_the_step_before_its_outputs_and_later_objects(
             ).fetchall()
         }
     assert materialized == tables
-    assert first in tables
+    assert first in tables and second not in tables

@@ -8,8 +8,8 @@ object ahead, so that object n+1 is staged, audited and published while Dagster 
 n's events (both spend most of their time outside Python's lock).
 
 Only that thread uses the step's warehouse session while it runs: every release is published
-there before its outputs are handed on (`ObjectRelease.publish`), so the IO manager, in Dagster's
-thread, only reads what the publish did.
+there before its outputs are handed on (`ObjectRelease.published_by`), so the IO manager, in
+Dagster's thread, only reads what the publish did.
 """
 
 import queue
